@@ -1,0 +1,219 @@
+"""`solve`: one problem or a batch, several random starts each, in one compiled and sharded program."""
+
+from __future__ import annotations
+
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from .._params import Params
+from .._problem import Problem, batch_size
+from . import _results as R
+from ._minimise import SingleResult, minimise_problem
+from ._solvers import LBFGS, AbstractSolver, ProjectedGradient
+
+
+class Solution(eqx.Module):
+    """The result of `solve`: the best of `seeds` random starts for each problem.
+
+    Array fields have a leading batch axis `(B, ...)` when the problem was batched, none otherwise.
+
+    **Fields:**
+
+    - `params`: the best start's parameters (original coordinates).
+    - `objective`: its objective value.
+    - `grad_norm`: its (projected) gradient norm in balanced coordinates (see `minimise_problem`).
+    - `iterations`: its iteration count.
+    - `status`: its integer status code (`ufm_jax.STATUS_NAMES`: converged, max_steps, nonfinite, diverged).
+    - `seed_objectives`, `seed_status`: every start's objective and status, shape `(..., seeds)`.
+    - `objective_spread`: max − min objective over the starts that ended finite (0 for one start). A large
+      spread flags traps (the deep-linear origin, dead ReLU classes): see the theory check.
+    - `problem`: the problem solved.
+    - `timing`: `{"compile_s": ..., "solve_s": ...}` (compile excluded from solve_s), a static field.
+    """
+
+    params: Params
+    objective: Float[Array, "*B"]
+    grad_norm: Float[Array, "*B"]
+    iterations: Int[Array, "*B"]
+    status: Int[Array, "*B"]
+    seed_objectives: Float[Array, "*B S"]
+    seed_status: Int[Array, "*B S"]
+    objective_spread: Float[Array, "*B"]
+    problem: Problem
+    timing: dict = eqx.field(static=True, default_factory=dict)
+
+    @property
+    def converged(self) -> Array:
+        return self.status == R.CONVERGED
+
+    def __getitem__(self, index) -> "Solution":
+        """The solution of problem `index` of a batch."""
+        dynamic, static = eqx.partition(self, eqx.is_array)
+        return eqx.combine(jax.tree.map(lambda x: x[index], dynamic), static)
+
+
+def _check_solver(problem: Problem, solver: AbstractSolver) -> None:
+    if not isinstance(solver, AbstractSolver):
+        raise ValueError(f"solver={solver!r} is not allowed: expected an ufm_jax solver instance "
+                         "(LBFGS, GradientDescent, Adam, ProjectedGradient).")
+    if problem.nonneg and not solver.supports_projection:
+        raise ValueError(f"solver={type(solver).__name__} is not allowed for nonneg=True problems: "
+                         "L-BFGS has no projection; use ProjectedGradient (the default), "
+                         "GradientDescent or Adam.")
+
+
+def default_solver(problem: Problem) -> AbstractSolver:
+    """L-BFGS, or the spectral projected gradient method when `H >= 0`."""
+    return ProjectedGradient() if problem.nonneg else LBFGS()
+
+
+_COMPILED: dict = {}
+
+
+def _sharding():
+    """Shard the leading axis over every device (of every host, under `jax.distributed`)."""
+    devices = jax.devices()
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    return NamedSharding(mesh, PartitionSpec("batch")), len(devices)
+
+
+def _put(x: np.ndarray | Array, sharding):
+    x = np.asarray(x) if not jnp.issubdtype(getattr(x, "dtype", np.float64), jax.dtypes.prng_key) else x
+    if isinstance(x, np.ndarray):
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+    return jax.device_put(x, sharding)
+
+
+def _gather(x) -> np.ndarray:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def solve(
+    problem: Problem,
+    solver: AbstractSolver | None = None,
+    *,
+    key: PRNGKeyArray | int = 0,
+    seeds: int = 1,
+    init_scale: float = 1.0,
+    start: Params | None = None,
+    shard: bool = True,
+) -> Solution:
+    """Solve one problem, or a batch (a `Problem` whose leaves have a leading axis, `stack_problems`).
+
+    All `B × seeds` solves run as one `vmap`ped, compiled program whose batch axis is sharded over
+    `jax.devices()` (padded to a multiple of the device count). The compiled program is reused for any
+    problem with the same static options and shapes: new `λ`'s or class sizes do not recompile.
+
+    **Arguments:**
+
+    - `problem`: from `make_problem` or a preset; batched with `stack_problems`.
+    - `solver`: default `LBFGS()`, or `ProjectedGradient()` for `nonneg` problems.
+    - `key`: PRNG key (or an int seed) for the random starts.
+    - `seeds`: number of random starts per problem (>= 1); the best finite one is returned.
+    - `init_scale`: scale of the random starts (O(1): the origin is a trap for deep models).
+    - `start`: optional explicit start (a `Params`, batched like `problem`); then `seeds` must be 1.
+    - `shard`: shard the batch over all devices (default); `False` runs on the default device.
+
+    **Returns:** a `Solution`.
+
+    **Raises:** `ValueError` for a bad `seeds`, `init_scale` or solver, before anything is compiled.
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r} is not allowed: expected an integer >= 1.")
+    if not (np.isfinite(init_scale) and init_scale > 0):
+        raise ValueError(f"init_scale={init_scale!r} is not allowed: expected a finite number > 0.")
+    if start is not None and seeds != 1:
+        raise ValueError(f"seeds={seeds} is not allowed with an explicit start: expected 1.")
+    solver = default_solver(problem) if solver is None else solver
+    _check_solver(problem, solver)
+    if isinstance(key, (int, np.integer)):
+        key = jax.random.key(int(key))
+
+    batched = problem.lam_h.ndim == 1
+    num = batch_size(problem)
+    batch_problem = problem if batched else jax.tree.map(lambda x: x[None], problem)
+    total = num * seeds
+    # (B, S) → flat (B·S,), problem-major.
+    keys = jax.random.split(key, total)
+    flat_problem = jax.tree.map(lambda x: jnp.repeat(x, seeds, axis=0), batch_problem)
+    flat_start = None
+    if start is not None:
+        flat_start = start if batched else jax.tree.map(lambda x: x[None], start)
+
+    sharding, num_devices = _sharding()
+    if not shard:
+        num_devices = 1
+    padded = -(-total // num_devices) * num_devices
+
+    def pad(x):
+        if padded == total:
+            return x
+        fill = jnp.repeat(x[-1:], padded - total, axis=0)
+        return jnp.concatenate([x, fill], axis=0)
+
+    args = (jax.tree.map(pad, flat_problem), pad(keys), jnp.asarray(init_scale, problem.lam_h.dtype),
+            None if flat_start is None else jax.tree.map(pad, flat_start))
+    if shard:
+        put = lambda x: _put(x, sharding)  # noqa: E731
+        args = (jax.tree.map(put, args[0]), put(args[1]), args[2],
+                None if args[3] is None else jax.tree.map(put, args[3]))
+
+    dynamic, static = eqx.partition(args, eqx.is_array)
+    signature = (solver, static, jax.tree.map(lambda x: (x.shape, x.dtype, getattr(x, "sharding", None)),
+                                              dynamic), shard)
+    t0 = time.perf_counter()
+    compiled = _COMPILED.get(_hashable(signature))
+    if compiled is None:
+
+        def run(dyn):
+            prob, ks, scale, st = eqx.combine(dyn, static)
+            if st is None:
+                return jax.vmap(lambda p, k: minimise_problem(p, k, solver, scale))(prob, ks)
+            return jax.vmap(lambda p, k, s: minimise_problem(p, k, solver, scale, s))(prob, ks, st)
+
+        compiled = jax.jit(run).lower(dynamic).compile()
+        _COMPILED[_hashable(signature)] = compiled
+    t1 = time.perf_counter()
+    out: SingleResult = compiled(dynamic)
+    out = jax.block_until_ready(out)
+    t2 = time.perf_counter()
+
+    out = jax.tree.map(lambda x: _gather(x)[:total].reshape(num, seeds, *x.shape[1:]), out)
+    finite = np.isfinite(out.objective) & (out.status != R.NONFINITE)
+    ranked = np.where(finite, out.objective, np.inf)
+    best = np.argmin(ranked, axis=1)
+    rows = np.arange(num)
+    pick = lambda x: jnp.asarray(x[rows, best])  # noqa: E731
+    spread = np.where(finite.any(axis=1),
+                      np.nanmax(np.where(finite, out.objective, np.nan), axis=1, initial=-np.inf)
+                      - np.nanmin(np.where(finite, out.objective, np.nan), axis=1, initial=np.inf),
+                      np.nan) if seeds > 1 else np.zeros(num)
+    solution = Solution(
+        params=jax.tree.map(pick, out.params),
+        objective=pick(out.objective),
+        grad_norm=pick(out.grad_norm),
+        iterations=pick(out.iterations),
+        status=pick(out.status),
+        seed_objectives=jnp.asarray(out.objective),
+        seed_status=jnp.asarray(out.status),
+        objective_spread=jnp.asarray(spread),
+        problem=batch_problem,
+        timing={"compile_s": t1 - t0, "solve_s": t2 - t1},
+    )
+    return solution if batched else solution[0]
+
+
+def _hashable(obj):
+    """A hashable key for the compile cache (shardings and dtypes hash; shapes are tuples)."""
+    leaves, treedef = jax.tree.flatten(obj, is_leaf=lambda x: isinstance(x, tuple) and len(x) == 3)
+    return treedef, tuple(leaves)

@@ -1,0 +1,168 @@
+"""Solvers: frozen modules whose fields are hyperparameters, each with `init` and `step`.
+
+L-BFGS, gradient descent and Adam are optax's; the spectral projected gradient method (SPG) for the
+`H >= 0` constraint is written here because neither optax nor optimistix has a bound-constrained
+method. Every solver stops on the (projected) gradient norm: `‖x − P(x − ∇f)‖ <= gtol`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, PyTree, Scalar
+
+Fn = Callable[[PyTree], Scalar]
+Project = Callable[[PyTree], PyTree]
+
+
+def tree_dot(a, b) -> Array:
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+class AbstractSolver(eqx.Module):
+    """A minimiser of `fn(x)` over pytrees, optionally with a projection onto a convex set.
+
+    `init(fn, x, value, grad) -> state`; `step(fn, project, x, value, grad, state) ->
+    (x, value, grad, state)`. Subclasses are final (equinox's abstract/final pattern).
+    """
+
+    max_steps: eqx.AbstractVar[int]
+    gtol: eqx.AbstractVar[float | None]
+    supports_projection: eqx.AbstractClassVar[bool]
+
+    @abc.abstractmethod
+    def init(self, fn: Fn, x, value, grad): ...
+
+    @abc.abstractmethod
+    def step(self, fn: Fn, project: Project, x, value, grad, state): ...
+
+
+class _OptaxSolver(AbstractSolver):
+    """Shared step for solvers that are an optax gradient transformation."""
+
+    evaluates_in_linesearch: eqx.AbstractClassVar[bool]
+
+    @abc.abstractmethod
+    def transformation(self) -> optax.GradientTransformationExtraArgs: ...
+
+    def init(self, fn, x, value, grad):
+        return self.transformation().init(x)
+
+    def step(self, fn, project, x, value, grad, state):
+        opt = self.transformation()
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fn)
+        x = project(optax.apply_updates(x, updates))
+        if self.evaluates_in_linesearch:
+            # The line search already evaluated f and ∇f at the accepted point.
+            value, grad = optax.value_and_grad_from_state(fn)(x, state=state)
+        else:
+            value, grad = jax.value_and_grad(fn)(x)
+        return x, value, grad, state
+
+
+class LBFGS(_OptaxSolver):
+    """L-BFGS with optax's zoom line search (strong Wolfe conditions); the default solver."""
+
+    max_steps: int = 5000
+    gtol: float | None = None
+    memory_size: int = 10
+    max_linesearch_steps: int = 30
+    supports_projection: ClassVar[bool] = False
+    evaluates_in_linesearch: ClassVar[bool] = True
+
+    def transformation(self):
+        linesearch = optax.scale_by_zoom_linesearch(
+            max_linesearch_steps=self.max_linesearch_steps, initial_guess_strategy="one"
+        )
+        return optax.lbfgs(memory_size=self.memory_size, linesearch=linesearch)
+
+
+class GradientDescent(_OptaxSolver):
+    """(Heavy-ball) gradient descent, `x ← x − lr ∇f + momentum·(previous step)` (optax.sgd)."""
+
+    learning_rate: float = 0.1
+    momentum: float | None = None
+    max_steps: int = 100_000
+    gtol: float | None = None
+    supports_projection: ClassVar[bool] = True
+
+    def transformation(self):
+        return optax.sgd(self.learning_rate, momentum=self.momentum)
+
+    evaluates_in_linesearch: ClassVar[bool] = False
+
+
+class Adam(_OptaxSolver):
+    """Adam (optax.adam)."""
+
+    learning_rate: float = 1e-2
+    max_steps: int = 100_000
+    gtol: float | None = None
+    supports_projection: ClassVar[bool] = True
+
+    def transformation(self):
+        return optax.adam(self.learning_rate)
+
+    evaluates_in_linesearch: ClassVar[bool] = False
+
+
+class _SPGState(eqx.Module):
+    alpha: Array
+    recent: Array  # the last `memory` objective values, for the non-monotone Armijo test
+
+
+class ProjectedGradient(AbstractSolver):
+    """Spectral projected gradient (Birgin, Martínez & Raydan 2000), for `H >= 0`.
+
+    Direction `d = P(x − α∇f) − x` with the Barzilai–Borwein step `α = sᵀs / sᵀy` (clipped), and a
+    non-monotone Armijo backtracking `f(x + t d) <= max(recent f) + γ t ∇fᵀd`, halving `t`.
+    """
+
+    max_steps: int = 20_000
+    gtol: float | None = None
+    memory: int = 10
+    gamma: float = 1e-4
+    alpha_min: float = 1e-10
+    alpha_max: float = 1e10
+    max_backtracks: int = 40
+    supports_projection: ClassVar[bool] = True
+
+    def init(self, fn, x, value, grad):
+        alpha = 1 / jnp.maximum(jnp.sqrt(tree_dot(grad, grad)), 1.0)
+        return _SPGState(alpha.astype(value.dtype), jnp.full(self.memory, value))
+
+    def step(self, fn, project, x, value, grad, state):
+        target = project(jax.tree.map(lambda a, g: a - state.alpha * g, x, grad))
+        direction = jax.tree.map(jnp.subtract, target, x)
+        slope = tree_dot(grad, direction)
+        reference = jnp.max(state.recent)
+
+        def trial(t):
+            return fn(jax.tree.map(lambda a, d: a + t * d, x, direction))
+
+        def cond(carry):
+            t, f_t, k = carry
+            armijo = f_t <= reference + self.gamma * t * slope
+            return (~armijo | ~jnp.isfinite(f_t)) & (k < self.max_backtracks)
+
+        def body(carry):
+            t, _, k = carry
+            return t / 2, trial(t / 2), k + 1
+
+        one = jnp.ones((), value.dtype)
+        t, _, _ = jax.lax.while_loop(cond, body, (one, trial(one), 0))
+        new_x = jax.tree.map(lambda a, d: a + t * d, x, direction)
+        new_value, new_grad = jax.value_and_grad(fn)(new_x)
+        s = jax.tree.map(jnp.subtract, new_x, x)
+        y = jax.tree.map(jnp.subtract, new_grad, grad)
+        sy, ss = tree_dot(s, y), tree_dot(s, s)
+        alpha = jnp.where(sy > 0, ss / jnp.where(sy > 0, sy, 1), self.alpha_max)
+        alpha = jnp.clip(alpha, self.alpha_min, self.alpha_max)
+        recent = jnp.roll(state.recent, 1).at[0].set(new_value)
+        return new_x, new_value, new_grad, _SPGState(alpha, recent)

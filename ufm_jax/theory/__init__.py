@@ -1,0 +1,1 @@
+"""Analytic global minimisers of UFMs, where the papers give them (corrected per docs/errata.md)."""

@@ -1,0 +1,56 @@
+"""The analytic global minimum of a UFM, as rotation-free invariants."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class TheorySolution:
+    """The known global minimum of one problem, in quantities that do not depend on the free rotations.
+
+    Conventions (those of `ufm_jax.Problem`): `W_l ∈ R^{d_l × d_{l-1}}`, `W_1` nearest the features,
+    the end-to-end product `P = W_L ⋯ W_1 ∈ R^{K × d}`, the class-mean matrix `H̄ = [h̄_1..h̄_K] ∈ R^{d × K}`
+    (at a global minimum every feature equals its class mean), and the bias `b ∈ R^K`.
+
+    **Fields:**
+
+    - `objective`: the global minimum value of the problem's objective (penalties with the ½).
+    - `regime`: a short label of which classes or directions survive (e.g. `"minority-collapse"`).
+    - `mean_gram`: `H̄ᵀH̄`, shape `(K, K)`; class-mean norms and cosines follow from it.
+    - `mean_logits`: `P H̄`, shape `(K, K)` (column k: the bias-free output of class k).
+    - `bias`: `b`, shape `(K,)` (zeros for a bias-free model).
+    - `weight_singular_values`: one array per layer `W_1..W_L`, descending, length `min(d_l, d_{l-1})`.
+    - `product_singular_values`: of `P`, descending, length `min(K, d)`.
+    - `mean_singular_values`: of `H̄`, descending, length `min(d, K)`.
+    - `source`: the paper, theorem and erratum this solution implements.
+    - `details`: scalars specific to the case (block entries, thresholds, certificates), for reports.
+    """
+
+    objective: float
+    regime: str
+    mean_gram: np.ndarray
+    mean_logits: np.ndarray
+    bias: np.ndarray
+    weight_singular_values: tuple[np.ndarray, ...]
+    product_singular_values: np.ndarray
+    mean_singular_values: np.ndarray
+    source: str
+    details: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoTheory:
+    """No known global minimum applies to this problem; `reason` says why."""
+
+    reason: str
+
+
+def padded_singular_values(values, length: int) -> np.ndarray:
+    """Sort singular values descending and pad with zeros (or truncate) to `length`."""
+    values = np.sort(np.abs(np.asarray(values, dtype=np.float64)))[::-1]
+    out = np.zeros(length)
+    out[: min(length, values.size)] = values[:length]
+    return out
