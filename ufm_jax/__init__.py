@@ -29,4 +29,14 @@ from .solve import Solution as Solution
 from .solve import solve as solve
 from .solve import status_name as status_name
 
+from . import metrics as metrics
+from . import theory as theory
+from ._check import Check as Check
+from ._check import check as check
+from ._check import default_tolerances as default_tolerances
+from ._check import report as report
+from .theory import NoTheory as NoTheory
+from .theory import TheorySolution as TheorySolution
+from .theory import analytic_solution as analytic_solution
+
 __version__ = "0.1.0"

@@ -262,7 +262,7 @@ def biased_mse(class_sizes, dim, *, lam_w, lam_h, **kw) -> Problem:
     return make_problem("mse", class_sizes, dim, lam_w=lam_w, lam_h=lam_h, free_bias=True, **kw)
 
 
-def deep_linear_mse(class_sizes, dim, *, depth, lam_w, lam_h, **kw) -> Problem:
+def deep_linear_mse(class_sizes, dim, *, lam_w, lam_h, depth=None, **kw) -> Problem:
     """Deep-linear (L-extended) MSE UFM without bias (Dang et al. 2023, Thm 4.4)."""
     return make_problem("mse", class_sizes, dim, lam_w=lam_w, lam_h=lam_h, depth=depth, **kw)
 

@@ -18,7 +18,7 @@ def logits(params: Params, problem: Problem) -> Float[Array, "K m K"]:
     """Outputs `W_L ⋯ W_1 h_kj + b` for every column, shape `(K, m, K)`."""
     out = params.features @ end_to_end(params).T
     if problem.bias != "none":
-        out = out + params.bias
+        out = out + params.bias[None, None, :]
     return out
 
 

@@ -1,1 +1,21 @@
-"""Analytic global minimisers of UFMs, where the papers give them (corrected per docs/errata.md)."""
+"""Analytic global minimisers of UFMs, where the papers give them (corrected as in docs/errata.md)."""
+
+from ._boundaries import FAMILIES as FAMILIES
+from ._boundaries import phase_boundaries as phase_boundaries
+from ._convex_ce import ce_convex_solution as ce_convex_solution
+from ._convex_ce import kkt_residual as kkt_residual
+from ._deep_linear import class_vanishing_lambdas as class_vanishing_lambdas
+from ._deep_linear import deep_linear_ce_balanced_solution as deep_linear_ce_balanced_solution
+from ._deep_linear import deep_linear_mse_solution as deep_linear_mse_solution
+from ._dispatch import analytic_solution as analytic_solution
+from ._hong_ling import ce_balanced_solution as ce_balanced_solution
+from ._hong_ling import ce_two_cluster_solution as ce_two_cluster_solution
+from ._hong_ling import ce_two_cluster_thresholds as ce_two_cluster_thresholds
+from ._hong_ling import minority_collapse_ratio as minority_collapse_ratio
+from ._hong_ling import within_cluster_margin as within_cluster_margin
+from ._mse_bias import mse_free_bias_solution as mse_free_bias_solution
+from ._mse_bias import surviving_direction_thresholds as surviving_direction_thresholds
+from ._relu_ce import relu_ce_solution as relu_ce_solution
+from ._relu_ce import relu_dead_class_thresholds as relu_dead_class_thresholds
+from ._solution import NoTheory as NoTheory
+from ._solution import TheorySolution as TheorySolution

@@ -1,0 +1,97 @@
+"""The solver: closed-form minimum, explicit == weighted, loop == vmap == sharded, no recompiles, statuses."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ufm_jax as u
+from ufm_jax.solve import TRACE_COUNT
+
+
+def test_balanced_plain_mse_reaches_closed_form():
+    # Balanced, bias-free, L = 1, d >= K: with Z = W H̄, λ_W/2‖W‖² + nλ_H/2‖H̄‖² >= √(nλ_Wλ_H)‖Z‖_*, so the
+    # problem is min_Z (1/2K)‖Z − I‖² + √(nλ_Wλ_H)‖Z‖_*, solved by Z = (1 − c)I with c = K√(nλ_Wλ_H) < 1,
+    # giving f* = c − c²/2.
+    K, n, lam = 4, 5, 0.02
+    c = K * np.sqrt(n * lam * lam)
+    problem = u.plain_mse([n] * K, 6, lam_w=lam, lam_h=lam)
+    solution = u.solve(problem, key=1)
+    assert u.status_name(solution.status) == "converged"
+    assert abs(float(solution.objective) - (c - c**2 / 2)) <= 1e-10 * (c - c**2 / 2)
+
+
+def test_explicit_and_weighted_agree():
+    sizes = [6, 6, 2, 2]
+    kw = dict(lam_w=0.01, lam_h=0.01, lam_b=0.05)
+    explicit = u.solve(u.ce(sizes, 5, **kw), key=2)
+    weighted = u.solve(u.ce(sizes, 5, per_class=1, **kw), key=2)
+    assert np.isclose(explicit.objective, weighted.objective, rtol=1e-10)
+    # Same minimiser up to rotation: compare rotation-free invariants.
+    gram = lambda s: np.asarray(u.metrics.class_means(s.params, s.problem)[0].T  # noqa: E731
+                                @ u.metrics.class_means(s.params, s.problem)[0])
+    np.testing.assert_allclose(gram(explicit), gram(weighted), atol=1e-6)
+    np.testing.assert_allclose(explicit.params.bias, weighted.params.bias, atol=1e-6)
+
+
+def _batch(lams):
+    return u.stack_problems([u.ce([5, 5, 2], 4, lam_w=lam, lam_h=lam, lam_b=0.1) for lam in lams])
+
+
+def test_loop_vmap_and_sharded_agree(getkey):
+    lams = [0.003, 0.01, 0.03]
+    batch = _batch(lams)
+    starts = [u.init_params(u.ce([5, 5, 2], 4, lam_w=1.0, lam_h=1.0, lam_b=0.1), getkey()) for _ in lams]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
+    sharded = u.solve(batch, start=stacked)
+    unsharded = u.solve(batch, start=stacked, shard=False)
+    loop = [u.solve(batch_i, start=s, shard=False) for batch_i, s in
+            zip([u.ce([5, 5, 2], 4, lam_w=lam, lam_h=lam, lam_b=0.1) for lam in lams], starts)]
+    assert len(jax.devices()) == 2  # conftest: the sharded path really splits the batch
+    np.testing.assert_allclose(sharded.objective, unsharded.objective, rtol=1e-12)
+    np.testing.assert_allclose(unsharded.objective, [s.objective for s in loop], rtol=1e-12)
+    assert np.all(np.asarray(sharded.status) == 0)
+
+
+def test_new_lambdas_and_class_sizes_do_not_recompile():
+    u.solve(_batch([0.01, 0.02, 0.03]))
+    traces = TRACE_COUNT[0]
+    u.solve(_batch([0.05, 0.002, 0.2]))
+    other_sizes = u.stack_problems([u.ce(n, 4, lam_w=0.01, lam_h=0.01, lam_b=0.1, columns=5)
+                                    for n in ([5, 4, 1], [3, 3, 3], [5, 1, 1])])
+    u.solve(other_sizes)
+    assert TRACE_COUNT[0] == traces
+
+
+def test_multistart_returns_best_and_spread():
+    # Deep linear MSE: tiny starts stay at the origin (a local minimum for L >= 2), O(1) starts leave it.
+    problem = u.deep_linear_mse([4, 4, 4], 3, depth=3, lam_w=0.005, lam_h=0.005)
+    trapped = u.solve(problem, key=0, init_scale=1e-4, seeds=2)
+    escaped = u.solve(problem, key=0, seeds=4)
+    assert np.isclose(trapped.objective, 0.5, rtol=1e-6)  # f(0) = 1/(2N)‖Y‖² = 1/2
+    assert escaped.objective < trapped.objective - 0.1
+    assert escaped.seed_objectives.shape == (4,)
+    assert escaped.objective == np.min(escaped.seed_objectives)
+    assert escaped.objective_spread == np.ptp(escaped.seed_objectives)
+
+
+def test_nonfinite_is_a_status_not_a_number():
+    problem = u.plain_mse([3, 3], 3, lam_w=0.1, lam_h=0.1)
+    blown = u.solve(problem, u.GradientDescent(learning_rate=1e3, max_steps=200))
+    assert u.status_name(blown.status) in ("nonfinite", "diverged")
+    assert not u.status_name(blown.status) == "converged"
+
+
+def test_max_steps_status():
+    problem = u.plain_mse([3, 3], 3, lam_w=0.1, lam_h=0.1)
+    short = u.solve(problem, u.GradientDescent(learning_rate=0.01, max_steps=3))
+    assert u.status_name(short.status) == "max_steps" and int(short.iterations) == 3
+
+
+def test_nonneg_features_stay_nonnegative():
+    problem = u.relu_ce([4, 4, 2], 6, lam_w=0.01, lam_h=0.01)
+    solution = u.solve(problem, key=3)
+    assert float(jnp.min(solution.params.features)) >= 0.0
+    assert u.status_name(solution.status) == "converged"
+    with pytest.raises(ValueError, match="solver=LBFGS"):
+        u.solve(problem, u.LBFGS())

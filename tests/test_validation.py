@@ -1,0 +1,74 @@
+"""Bad input: a ValueError naming the parameter and the allowed range, before anything is compiled."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import ufm_jax as u
+from ufm_jax.cli import app
+from ufm_jax.solve import TRACE_COUNT
+
+GOOD = dict(loss="ce", class_sizes=[3, 3], dim=2, lam_w=0.1, lam_h=0.1)
+
+BAD = [
+    ("lam_w", dict(lam_w=0.0), "> 0"),
+    ("lam_w", dict(lam_w=-1.0), "> 0"),
+    ("lam_h", dict(lam_h=0.0), "> 0"),
+    ("lam_b", dict(lam_b=-0.1), "> 0"),
+    ("lam_w", dict(lam_w=float("nan")), "finite"),
+    ("lam_h", dict(lam_h=float("inf")), "finite"),
+    ("class_sizes", dict(class_sizes=[3, 0]), "> 0"),
+    ("class_sizes", dict(class_sizes=[3]), "K = 2"),
+    ("class_sizes", dict(class_sizes=[3, float("nan")]), "finite"),
+    ("class_sizes", dict(class_sizes=[2.5, 3]), "integer"),
+    ("dim", dict(dim=0), ">= 1"),
+    ("lam_w", dict(lam_w=[0.1, 0.2], depth=3), "L = 3"),
+    ("widths", dict(widths=[2, 0]), ">= 1"),
+    ("widths", dict(widths=[2], depth=3), "depth - 1"),
+    ("loss", dict(loss="hinge"), "mse"),
+    ("per_class", dict(per_class=0), ">= 1"),
+]
+
+
+@pytest.mark.parametrize("name,change,allowed", BAD)
+def test_make_problem_rejects(name, change, allowed):
+    traces = TRACE_COUNT[0]
+    with pytest.raises(ValueError, match=name) as err:
+        u.make_problem(**{**GOOD, **change})
+    assert allowed in str(err.value)
+    assert TRACE_COUNT[0] == traces
+
+
+@pytest.mark.parametrize("seeds", [0, -1, 1.5])
+def test_solve_rejects_bad_seeds(seeds):
+    with pytest.raises(ValueError, match="seeds"):
+        u.solve(u.make_problem(**GOOD), seeds=seeds)
+
+
+@pytest.mark.parametrize("args,name", [
+    (["--lam-w", "0"], "lam_w"),
+    (["--classes", "5x1"], "class_sizes"),
+    (["--classes", "abc"], "--classes"),
+    (["--dim", "0"], "dim"),
+    (["--loss", "hinge"], "loss"),
+    (["--layers", "2", "--lam-w", "0.1,0.1,0.1"], "lam_w"),
+    (["--lam-b", "0.1", "--free-bias"], "lam_b"),
+])
+def test_cli_prints_one_line_and_exits_2(args, name):
+    result = CliRunner().invoke(app, ["solve", *args])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and name in lines[0]
+
+
+def test_cli_json_has_the_documented_fields():
+    result = CliRunner().invoke(app, ["solve", "--loss", "mse", "--classes", "4x3", "--dim", "4",
+                                      "--lam-w", "0.01", "--lam-h", "0.01", "--x64", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    for key in ("objective", "grad_norm", "iterations", "status", "metrics", "timing", "theory", "gap",
+                "certified"):
+        assert key in out
+    assert set(out["timing"]) >= {"compile_s", "solve_s"}
+    assert out["status"] == "converged" and out["certified"] is True

@@ -1,0 +1,120 @@
+"""Certify a numerical solution against the analytic global minimum, and report it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+from .metrics import compare_with_theory, nc_metrics
+from .solve import STATUS_NAMES, Solution
+from .solve._results import CONVERGED
+from .theory import NoTheory, TheorySolution, analytic_solution
+
+
+def default_tolerances(dtype) -> tuple[float, float]:
+    """`(objective_rtol, geometry_rtol)`: `(1e-8, 1e-4)` in float64, `(1e-4, 1e-2)` in float32.
+
+    The objective tolerance is relative to `max(1, |f*|)`. The geometry tolerance applies to the
+    rotation-free invariants (class-mean Gram, mean logits, bias, singular values), each relative to
+    `max(1, its size)`: they are first order in the distance to the minimiser while the objective is
+    second order, hence the looser bound.
+    """
+    return (1e-8, 1e-4) if jnp.dtype(dtype) == jnp.float64 else (1e-4, 1e-2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """The verdict on one solution.
+
+    - `theory_objective`, `regime`: from the theory (NaN / `None` without one).
+    - `gap`: `(f − f*) / max(1, |f*|)`, signed: a clearly negative gap would mean the theory is wrong.
+    - `geometry_gap`: the largest invariant gap; `geometry`: each invariant's gap.
+    - `certified`: converged, `|gap| <= objective_rtol` and `geometry_gap <= geometry_rtol`.
+    - `reason`: why not certified (empty when certified).
+    """
+
+    theory_objective: float
+    regime: str | None
+    gap: float
+    geometry_gap: float
+    geometry: dict
+    certified: bool
+    reason: str
+    objective_rtol: float
+    geometry_rtol: float
+
+
+def check(
+    solution: Solution,
+    theory: TheorySolution | NoTheory | None = None,
+    *,
+    objective_rtol: float | None = None,
+    geometry_rtol: float | None = None,
+) -> Check:
+    """Compare one (unbatched) solution with the analytic minimum (`analytic_solution` if not given).
+
+    A converged point whose objective is above the theory's by more than the tolerance is a local
+    minimum or a saddle (e.g. the origin of a deep linear model, a dead ReLU class): it is reported as
+    such and never certified.
+    """
+    problem = solution.problem
+    if problem.lam_h.ndim != 0:
+        raise ValueError("solution is batched: check takes one solution (use solution[i]).")
+    theory = analytic_solution(problem) if theory is None else theory
+    default_obj, default_geo = default_tolerances(problem.lam_h.dtype)
+    objective_rtol = default_obj if objective_rtol is None else objective_rtol
+    geometry_rtol = default_geo if geometry_rtol is None else geometry_rtol
+    status = int(solution.status)
+    if isinstance(theory, NoTheory):
+        return Check(np.nan, None, np.nan, np.nan, {}, False, f"no theory: {theory.reason}",
+                     objective_rtol, geometry_rtol)
+    objective = float(solution.objective)
+    gap = (objective - theory.objective) / max(1.0, abs(theory.objective))
+    geometry = {k: float(v) for k, v in compare_with_theory(solution.params, problem, theory).items()}
+    geometry_gap = max(geometry.values(), default=0.0)
+    reasons = []
+    if status != CONVERGED:
+        reasons.append(f"not converged (status {STATUS_NAMES[status]})")
+    if not np.isfinite(gap):
+        reasons.append("objective is not finite")
+    elif gap > objective_rtol:
+        reasons.append(f"objective above the global minimum by {gap:.3g} (relative): "
+                       "a local minimum or saddle")
+    elif gap < -objective_rtol:
+        reasons.append(f"objective below the theory's minimum by {-gap:.3g} (relative): theory disagrees")
+    if not geometry_gap <= geometry_rtol:
+        worst = max(geometry, key=geometry.get) if geometry else "?"
+        reasons.append(f"geometry differs from theory ({worst} gap {geometry_gap:.3g})")
+    return Check(theory.objective, theory.regime, gap, geometry_gap, geometry, not reasons,
+                 "; ".join(reasons), objective_rtol, geometry_rtol)
+
+
+def report(solution: Solution, theory: TheorySolution | NoTheory | None = None) -> dict:
+    """A JSON-ready summary of one solution: result, metrics, timing, theory, gap and certificate."""
+    problem = solution.problem
+    theory = analytic_solution(problem) if theory is None else theory
+    verdict = check(solution, theory)
+    metrics = {k: np.asarray(v).tolist() for k, v in nc_metrics(solution.params, problem).items()}
+    theory_dict = None
+    if isinstance(theory, TheorySolution):
+        theory_dict = {"objective": theory.objective, "regime": theory.regime, "source": theory.source,
+                       "details": {k: np.asarray(v).tolist() for k, v in theory.details.items()
+                                   if np.asarray(v).dtype.kind in "fiub"}}
+    return {
+        "objective": float(solution.objective),
+        "grad_norm": float(solution.grad_norm),
+        "iterations": int(solution.iterations),
+        "status": STATUS_NAMES[int(solution.status)],
+        "seed_objectives": np.asarray(solution.seed_objectives).tolist(),
+        "objective_spread": float(solution.objective_spread),
+        "metrics": metrics,
+        "timing": dict(solution.timing),
+        "theory": theory_dict,
+        "theory_reason": theory.reason if isinstance(theory, NoTheory) else None,
+        "gap": verdict.gap,
+        "geometry_gap": verdict.geometry_gap,
+        "certified": verdict.certified,
+        "reason": verdict.reason,
+    }
