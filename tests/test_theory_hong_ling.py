@@ -1,7 +1,7 @@
 """Hong & Ling (2023) CE UFM: analytic minimum vs reference values, an independent optimiser, and errata.
 
-Reference numbers are from `/work/shared/theory/seed001_hong_ling_ce.md` (§4.1, §5); erratum ids E-HLk
-follow its §6 and `docs/errata/seed001_hong_ling.md`.
+Reference numbers are from `shared/theory/seed001_hong_ling_ce.md` (§4.1, §5); erratum ids E-HLk
+follow its §6 and `docs/errata.md`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Liu (2024) Thm 4.3: the L-extended MSE UFM with a free bias, against the notes and an independent optimiser.
 
-Reference values: /work/shared/theory/seed000_liu_lextended_bias.md (§4, §6, §7). Errata: docs/errata/seed000_liu.md.
+Reference values: shared/theory/seed000_liu_lextended_bias.md (§4, §6, §7). Errata: docs/errata.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Tests of the analytic ReLU-constrained CE UFM minimum (Dang, Tran, Nguyen, Ho 2024).
 
-Reference values: `/work/shared/theory/seed003_dang_relu_ce.md` §5. Independent check: L-BFGS-B on the original
+Reference values: `shared/theory/seed003_dang_relu_ce.md` §5. Independent check: L-BFGS-B on the original
 problem with exact box constraints `H ≥ 0` (float64 NumPy/SciPy, 3 random starts (best kept), `d = 8K`; dead-class
-local minima exist, note §6.3). Errata: `docs/errata/seed003_dang_relu.md`.
+local minima exist, note §6.3). Errata: `docs/errata.md`.
 """
 
 from __future__ import annotations
@@ -432,7 +432,7 @@ def test_theory_point_is_kkt():
 
 
 # --------------------------------------------------------------------------------------------------
-# Errata (docs/errata/seed003_dang_relu.md): printed fails, corrected agrees with the numerical optimum.
+# Errata (docs/errata.md): printed fails, corrected agrees with the numerical optimum.
 # --------------------------------------------------------------------------------------------------
 
 

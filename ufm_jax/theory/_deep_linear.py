@@ -1,7 +1,7 @@
 """Analytic global minima of the deep-linear UFMs of Dang, Tran, Osher, Tran-The, Ho, Nguyen (ICML 2023).
 
 "Neural Collapse in Deep Linear Networks: From Balanced to Imbalanced Data". The formulas below are the
-corrected ones of `docs/errata/seed004_dang_deep_linear.md` (erratum ids `E-DLk`).
+corrected ones of `docs/errata.md` (erratum ids `E-DLk`).
 
 **Notation map (paper → `ufm_jax.Problem`).**
 

@@ -2,7 +2,7 @@
 
 Hong & Ling (2023), "Neural Collapse for Unconstrained Feature Model under Cross-entropy Loss with
 Imbalanced Data" (arXiv 2309.09725), Theorems 3.1(c), 3.2, Corollary 3.3 and Proposition 5.5 — with the
-corrections listed in `docs/errata/seed001_hong_ling.md` (ids `E-HL1` … `E-HL17`).
+corrections listed in `docs/errata.md` (ids `E-HL1` … `E-HL17`).
 
 **Problem** (`ufm_jax.Problem` with `loss="ce"`, depth 1, `bias="none"` or `"regularised"`):
 

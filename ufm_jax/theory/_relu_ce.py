@@ -2,7 +2,7 @@
 
 Dang, Tran, Nguyen, Ho (Jan 2024), "Neural Collapse for Cross-entropy Class-Imbalanced Learning with
 Unconstrained ReLU Feature Model", Theorem 1, Proposition 1, Corollary 4 — with the corrections listed in
-`docs/errata/seed003_dang_relu.md` (ids `E-RL1` … `E-RL9`).
+`docs/errata.md` (ids `E-RL1` … `E-RL9`).
 
 **Problem** (paper eq. (4); identical to `ufm_jax.Problem` with `loss="ce"`, `bias="none"`, `nonneg=True`,
 depth 1, so the convention mapping is the identity):
