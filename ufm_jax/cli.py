@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from .sweep import _cli as _sweep_cli
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Solve unconstrained feature models of neural collapse and check them against theory.")
 
@@ -183,17 +185,8 @@ def _print_report(report: dict) -> None:
     Console().print(table)
 
 
-def _register_sweep_commands() -> None:
-    try:
-        from .sweep import _cli as sweep_cli
-    except ImportError:  # pragma: no cover - the sweep module is optional at import time
-        return
-    for name in ("sweep", "plot", "threshold"):
-        if hasattr(sweep_cli, name):
-            app.command(name=name)(getattr(sweep_cli, name))
-
-
-_register_sweep_commands()
+for _name in ("sweep", "plot", "threshold"):
+    app.command(name=_name)(getattr(_sweep_cli, _name))
 
 
 def main() -> None:

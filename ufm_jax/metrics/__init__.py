@@ -6,6 +6,7 @@ from ._nc import etf_distance as etf_distance
 from ._nc import general_orthogonal_frame_distance as general_orthogonal_frame_distance
 from ._nc import mean_cosines as mean_cosines
 from ._nc import minority_classifier_spread as minority_classifier_spread
+from ._nc import minority_logit_spread as minority_logit_spread
 from ._nc import minority_spread as minority_spread
 from ._nc import nc1 as nc1
 from ._nc import nc3 as nc3

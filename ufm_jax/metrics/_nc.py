@@ -422,6 +422,30 @@ def minority_classifier_spread(params: Params, problem: Problem) -> Float[Array,
     return _minority_spread(end_to_end(params).T, problem.class_sizes)
 
 
+def _minority_logit_spread(logits: Float[Array, "K K"], sizes: Float[Array, " K"]) -> Array:
+    select = sizes == jnp.min(sizes)
+    return jnp.where(jnp.sum(select) >= 2, _max_pairwise_distance(logits, select), jnp.nan)
+
+
+@eqx.filter_jit
+def minority_logit_spread(params: Params, problem: Problem) -> Float[Array, ""]:
+    """Absolute spread of the minority classes' mean logits, `max_{k, l ∈ A} ‖P h̄_k − P h̄_l‖`.
+
+    Logits are dimensionless, so this needs no normalisation: it is 0 under minority collapse, in the
+    minority-zero regime and under complete collapse, and O(1) where the minority classes are separated
+    (Hong & Ling 2023 measure minority collapse on the columns of `Z̄ = W H̄`, note §5 item 5). Prefer it to
+    `minority_spread` for phase diagrams: that ratio is 0/0 once every mean vanishes. `A` as in
+    `minority_spread`; NaN when only one class has the smallest size.
+
+    **Arguments:**
+
+    - `params`, `problem`: an unbatched point and its problem.
+
+    **Returns:** the spread, a scalar (or NaN).
+    """
+    return _minority_logit_spread(end_to_end(params) @ _means(params, problem), problem.class_sizes)
+
+
 # ---- all at once ----------------------------------------------------------------------------------------
 
 
@@ -437,7 +461,8 @@ def nc_metrics(params: Params, problem: Problem, rcond: float | None = None) -> 
       `general_orthogonal_frame_distance_classifier` of the classifier rows (the same functions on `Pᵀ`:
       Dang et al. 2023's `NC2` is on `PPᵀ`);
     - `nc3` (uncentred), `nc3_centred`, `nc3_directional`;
-    - `minority_spread`, `minority_classifier_spread` (NaN when one class alone is the smallest).
+    - `minority_spread`, `minority_classifier_spread`, `minority_logit_spread` (NaN when one class alone
+      is the smallest).
 
     Arrays: `mean_cosines` `(K, K)`; `singular_values_W_1`..`singular_values_W_L`,
     `singular_values_means`, `singular_values_product` (descending).
@@ -471,6 +496,7 @@ def nc_metrics(params: Params, problem: Problem, rcond: float | None = None) -> 
         "nc3_directional": _nc3_directional(product, means),
         "minority_spread": _minority_spread(means, problem.class_sizes),
         "minority_classifier_spread": _minority_spread(classifier, problem.class_sizes),
+        "minority_logit_spread": _minority_logit_spread(product @ means, problem.class_sizes),
         "mean_cosines": _cosines(means),
     }
     for name, values in _singular_values(params.weights, means, product).items():

@@ -1,0 +1,147 @@
+"""Typer command functions `sweep`, `plot` and `threshold` (registered on the `ufm` app in `ufm_jax.cli`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+_CONFIG_HELP = "Sweep TOML file (default: the built-in minority-collapse phase diagram)."
+_SET_HELP = "Set any config key: --set problem.n_b=100 (or n_b=100); the value is read as TOML."
+_AXIS_HELP = "Add or replace an axis: --axis lam_z=log:1e-4:1e-2:12, --axis ratio=1,2,5, lin:LO:HI:NUM."
+
+
+def _setup(x64: bool, distributed: bool) -> None:
+    import jax
+
+    if distributed:
+        # Multi-host: every host runs the same command; jax.devices() then spans all hosts and
+        # process 0 writes the files. Coordinator address etc. come from the cluster environment
+        # (SLURM, Cloud TPU, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
+        jax.distributed.initialize()
+    jax.config.update("jax_enable_x64", bool(x64))
+
+
+def _error(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(config, set_, axis, extra):
+    from ._config import load_config
+
+    sets = list(set_ or []) + [f"{k}={v}" for k, v in extra.items() if v is not None]
+    return load_config(config, sets=sets, axes=list(axis or []))
+
+
+def sweep(
+    config: Annotated[Optional[Path], typer.Argument(help=_CONFIG_HELP)] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help=_SET_HELP)] = None,
+    axis: Annotated[Optional[list[str]], typer.Option("--axis", help=_AXIS_HELP)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (output).")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(help="Points per batch (run.chunk_size).")] = None,
+    starts: Annotated[Optional[int], typer.Option(help="Random starts per point (solver.starts).")] = None,
+    shard: Annotated[Optional[bool], typer.Option("--shard/--no-shard", help="Shard over devices.")] = None,
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw figures.")] = True,
+    x64: Annotated[bool, typer.Option("--x64/--x32", help="Float64 (needed to certify).")] = True,
+    distributed: Annotated[bool, typer.Option(help="Call jax.distributed.initialize() (multi-host).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run a sweep over a grid of UFM problems (resumable: rerun the same command to continue)."""
+    from ._config import SweepConfigError
+    from ._runner import run_sweep
+
+    try:
+        cfg = _load(config, set_, axis, {"run.chunk_size": chunk_size, "solver.starts": starts,
+                                          "run.shard": None if shard is None else str(shard).lower(),
+                                          "output": None if out is None else f'"{out}"'})
+    except SweepConfigError as e:
+        _error(str(e))
+    _setup(x64, distributed)
+    try:
+        result = run_sweep(cfg, progress=not quiet, figures=figures)
+    except SweepConfigError as e:
+        _error(str(e))
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted: finished chunks are saved in {Path(cfg.output) / 'chunks'}; rerun the "
+                   "same command to resume.", err=True)
+        raise typer.Exit(130)
+    typer.echo(result.summary())
+
+
+def plot(
+    dataset: Annotated[Path, typer.Argument(help="A sweep's dataset.nc (or its results folder).")],
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="Variables to draw.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Figure folder.")] = None,
+) -> None:
+    """Redraw the figures of a saved sweep dataset."""
+    from ._dataset import load_dataset
+    from ._plots import plot_dataset
+
+    path = dataset / "dataset.nc" if dataset.is_dir() else dataset
+    if not path.is_file():
+        _error(f"{path}: no such dataset.")
+    try:
+        ds = load_dataset(path)
+    except (OSError, ValueError) as e:
+        _error(f"{path}: not a sweep dataset ({e}).")
+    if "config_json" not in ds.attrs:
+        _error(f"{path}: not a sweep dataset (no config_json attribute).")
+    unknown = [m for m in metric or [] if m not in ds]
+    if unknown:
+        _error(f"--metric {unknown[0]!r} is not a variable of {path}; variables: {sorted(ds.data_vars)}.")
+    files = plot_dataset(ds, out or path.parent / "figures", metrics=metric or None)
+    for f in files:
+        typer.echo(str(f))
+
+
+def threshold(
+    config: Annotated[Optional[Path], typer.Argument(help=_CONFIG_HELP)] = None,
+    axis_name: Annotated[Optional[str], typer.Option("--along", help="Axis to bisect (threshold.axis).")] = None,
+    lo: Annotated[Optional[float], typer.Option(help="Bracket start (threshold.lo).")] = None,
+    hi: Annotated[Optional[float], typer.Option(help="Bracket end (threshold.hi).")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Metric that crosses the level.")] = None,
+    level: Annotated[Optional[float], typer.Option(help="Crossing level (threshold.level).")] = None,
+    rtol: Annotated[Optional[float], typer.Option(help="Relative bracket width to stop at.")] = None,
+    boundary: Annotated[Optional[str], typer.Option(help="Theory boundary to compare with.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help=_SET_HELP)] = None,
+    axis: Annotated[Optional[list[str]], typer.Option("--axis", help=_AXIS_HELP)] = None,
+    x64: Annotated[bool, typer.Option("--x64/--x32", help="Float64.")] = True,
+) -> None:
+    """Locate a phase boundary along one axis by bisection with warm starts; print it beside theory.
+
+    Every [grid] axis other than the bisected one must have a single value: fix them with --set or
+    --axis NAME=VALUE (e.g. `ufm threshold --axis ratio=8`).
+    """
+    from ._config import SweepConfigError
+    from ._threshold import find_threshold
+
+    try:
+        cfg = _load(config, set_, axis, {})
+    except SweepConfigError as e:
+        _error(str(e))
+    _setup(x64, False)
+    along = axis_name or cfg.threshold.get("axis")
+    # The bisected axis comes from the bracket, not the grid.
+    if along is not None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, axes=tuple((n, v) for n, v in cfg.axes if n != along))
+
+    def show(x, value, status):
+        from ..solve import STATUS_NAMES
+
+        typer.echo(f"  {along} = {x:.6g}: {value:.3e} ({STATUS_NAMES[status]})", err=True)
+
+    try:
+        result = find_threshold(cfg, axis=along, lo=lo, hi=hi, metric=metric, level=level, rtol=rtol,
+                                boundary=boundary, callback=show)
+    except SweepConfigError as e:
+        _error(str(e))
+    typer.echo(result.summary())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(0)
