@@ -229,6 +229,7 @@ def test_public_functions_match_nc_metrics():
         "nc3_directional": nc3_directional(params, problem),
         "minority_spread": minority_spread(params, problem),
         "minority_classifier_spread": minority_classifier_spread(params, problem),
+        "minority_logit_spread": ufm_jax.metrics.minority_logit_spread(params, problem),
         "mean_cosines": mean_cosines(params, problem),
     }
     single.update({f"singular_values_{k}": v for k, v in singular_values(params, problem).items()})

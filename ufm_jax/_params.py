@@ -26,18 +26,22 @@ class Params(eqx.Module):
 
 
 def init_params(problem: Problem, key: PRNGKeyArray, scale: float | Float[Array, ""] = 1.0) -> Params:
-    """Random start at O(1) scale: `W_l ~ N(0, scale²/d_{l-1})`, `h ~ N(0, scale²/d)`, `b ~ N(0, scale²/K)`.
+    """Random start at O(1) scale: `W_l = scale · Q_l` with `Q_l` a random (semi-)orthogonal matrix,
+    `h ~ N(0, scale²/d)`, `b ~ N(0, scale²/K)`.
 
     O(1), not small: for depth `L >= 2` the origin is a local minimum (Dang et al. 2023), so a start
-    near it can stall there. Padding columns (weight 0) start, and stay, at zero. Works on an unbatched
-    `problem`; `vmap` it for batches.
+    near it can stall there. Orthogonal layers (Saxe et al. 2014), not Gaussian ones: a product of `L`
+    Gaussian matrices has nearly-zero singular directions, and a class whose direction starts there is
+    often left at zero (a local minimum of the deep linear model); every singular value of
+    `scale · Q_L ⋯ Q_1` is `scale^L`. Padding columns (weight 0) start, and stay, at zero. Works on an
+    unbatched `problem`; `vmap` it for batches.
     """
     dims = problem.layer_dims
     keys = jax.random.split(key, len(dims) + 1)
     dtype = problem.lam_h.dtype
+    orthogonal = jax.nn.initializers.orthogonal()
     weights = tuple(
-        scale * jax.random.normal(k, (dout, din), dtype) / jnp.sqrt(jnp.asarray(din, dtype))
-        for k, din, dout in zip(keys[:-2], dims[:-1], dims[1:])
+        scale * orthogonal(k, (dout, din), dtype) for k, din, dout in zip(keys[:-2], dims[:-1], dims[1:])
     )
     num_classes, m = problem.column_weights.shape
     features = scale * jax.random.normal(keys[-2], (num_classes, m, problem.dim), dtype)

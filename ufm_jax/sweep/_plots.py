@@ -39,8 +39,8 @@ def boundaries(spec: dict) -> dict[str, float]:
             warnings.simplefilter("ignore")
             if spec["loss"] == "ce" and spec["nonneg"]:
                 res = phase_boundaries("relu_ce", class_sizes=n, lam_w=1.0, lam_h=1.0)
-                for size, value in _per_size(n, np.sqrt(res["dead_lam_product"])):
-                    out[f"dead class (n={size:g})"] = value
+                for k, value in _per_size(n, np.sqrt(res["dead_lam_product"])):
+                    out[f"class {k} dead"] = value
             elif spec["loss"] == "ce" and depth == 1:
                 values, counts = np.unique(n, return_counts=True)
                 if values.size == 2 and np.all(counts >= 2):
@@ -54,8 +54,8 @@ def boundaries(spec: dict) -> dict[str, float]:
                 res = phase_boundaries("deep_linear_mse", class_sizes=n, dim=spec["dim"],
                                        widths=spec["widths"], lam_w_ratio=math.sqrt(rho),
                                        lam_h_ratio=1 / math.sqrt(rho))
-                for size, value in _per_size(n, res["class_vanishing"]):
-                    out[f"class vanishing (n={size:g})"] = value
+                for k, value in _per_size(n, res["class_vanishing"]):
+                    out[f"class {k} vanishing"] = value
             elif spec["loss"] == "mse" and spec["free_bias"]:
                 res = phase_boundaries("mse_free_bias", class_sizes=n, dim=spec["dim"],
                                        widths=spec["widths"], lam_w=math.sqrt(rho), lam_h=1 / math.sqrt(rho))
@@ -67,13 +67,15 @@ def boundaries(spec: dict) -> dict[str, float]:
     return out
 
 
-def _per_size(n: np.ndarray, values) -> list[tuple[float, float]]:
+def _per_size(n: np.ndarray, values) -> list[tuple[int, float]]:
+    """One `(class number, boundary)` per distinct class size (the first class of that size, 1-based), so
+    a boundary keeps its name when a sweep varies the sizes."""
     values = np.asarray(values, dtype=np.float64)
-    seen = {}
-    for size, v in zip(n, values):
+    seen: dict[float, tuple[int, float]] = {}
+    for k, (size, v) in enumerate(zip(n, values)):
         if v > 0 and np.isfinite(v):
-            seen.setdefault(float(size), float(v))
-    return sorted(seen.items())
+            seen.setdefault(float(size), (k + 1, float(v)))
+    return sorted(seen.values())
 
 
 def _specs(ds) -> tuple[dict, list]:
