@@ -3,6 +3,9 @@
 import os
 
 # Must happen before JAX initialises its backends.
+# One OpenBLAS thread: the theory tests' scipy optimisers make many tiny BLAS calls, which OpenBLAS's
+# worker threads slow down ~10x on a 2-core machine (and numpy is not imported yet at this point).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
 ).strip()

@@ -4,8 +4,6 @@ Each case is one batch (one compiled program) whose λ's cross the theory's phas
 boundaries themselves come from `ufm_jax.theory` and are quoted beside each grid.
 """
 
-import jax
-import numpy as np
 import pytest
 
 import ufm_jax as u

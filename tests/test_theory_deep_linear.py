@@ -27,44 +27,6 @@ from ufm_jax.theory._solution import TheorySolution, padded_singular_values
 # ---- helpers ----------------------------------------------------------------------------------------
 
 
-def _openblas_thread_setters():
-    """(get, set) pairs of the OpenBLAS builds loaded by numpy/scipy (Linux; empty elsewhere)."""
-    import ctypes
-
-    pairs, seen = [], set()
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
-    except OSError:
-        return pairs
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for suffix in ("64_", ""):
-            for prefix in ("scipy_openblas", "openblas"):
-                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                if get is not None and put is not None and (path, suffix) not in seen:
-                    seen.add((path, suffix))
-                    pairs.append((get, put))
-    return pairs
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_threaded_blas():
-    """scipy's L-BFGS-B calls BLAS on tiny vectors; multithreaded OpenBLAS makes that ~20x slower."""
-    pairs = _openblas_thread_setters()
-    before = [get() for get, _ in pairs]
-    for _, put in pairs:
-        put(1)
-    yield
-    for (_, put), n in zip(pairs, before):
-        put(n)
-
-
-
 def _assert_printed(value, printed: str):
     """`value` agrees with `printed` to the printed digits (half a unit of the last digit)."""
     if "." in printed:

@@ -5,8 +5,6 @@ Reference values: shared/theory/seed000_liu_lextended_bias.md (§4, §6, §7). E
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 from decimal import Decimal
 
@@ -32,37 +30,6 @@ def assert_printed(actual, printed: str, units: float = 0.5):
     """`actual` rounds to the printed decimal string (within `units` of its last printed digit)."""
     step = Decimal(1).scaleb(Decimal(printed).as_tuple().exponent)
     assert abs(float(actual) - float(printed)) <= units * float(step) * (1 + 1e-9) + 1e-15, (actual, printed)
-
-
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """Run OpenBLAS single-threaded in this thread while the block runs.
-
-    Why: scipy's L-BFGS-B calls BLAS on vectors of ~100 entries; on a loaded 2-core machine OpenBLAS's
-    thread hand-offs make each iteration ~15x slower (measured 3 s vs 0.2 s per run). This uses
-    OpenBLAS's own thread-local setter on the libraries already loaded, and is a no-op elsewhere.
-    """
-    restore = []
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
-        for path in paths:
-            setter = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
-            if setter is not None:
-                setter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
-                restore.append((setter, setter(1)))
-    except OSError:
-        pass
-    try:
-        yield
-    finally:
-        for setter, previous in restore:
-            setter(previous)
-
-
-# ---- An independent numerical minimiser ----------------------------------------------------------
-# Weighted form: one column h_k per class weighing n_k. Exact, because for fixed W's and b the objective
-# is separable and strictly convex in each column (see ufm_jax/_problem.py); so it has the same minimum.
 
 
 def _shapes(dim, widths, num_classes):
@@ -109,13 +76,12 @@ def numerical_minimum(n, dim, widths, lam_w, lam_h, starts=6, seed=0):
     size = sum(int(np.prod(s)) for s in shapes)
     rng = np.random.default_rng(seed)
     best = None
-    with _single_threaded_blas():
-        for _ in range(starts):
-            res = minimize(_objective_and_grad, rng.standard_normal(size), jac=True, method="L-BFGS-B",
-                           args=(n_arr, shapes, lam_w_arr, lam_h),
-                           options=dict(maxiter=50000, maxfun=100000, ftol=1e-16, gtol=1e-13, maxcor=50))
-            if best is None or res.fun < best.fun:
-                best = res
+    for _ in range(starts):
+        res = minimize(_objective_and_grad, rng.standard_normal(size), jac=True, method="L-BFGS-B",
+                       args=(n_arr, shapes, lam_w_arr, lam_h),
+                       options=dict(maxiter=50000, maxfun=100000, ftol=1e-16, gtol=1e-13, maxcor=50))
+        if best is None or res.fun < best.fun:
+            best = res
     *ws, h, b = _unpack(best.x, shapes)
     product = functools.reduce(lambda acc, w: w @ acc, ws[1:], ws[0])
     return dict(objective=best.fun, ws=ws, h=h, b=b, product=product)

@@ -7,7 +7,6 @@ local minima exist, note §6.3). Errata: `docs/errata.md`.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 
@@ -17,36 +16,6 @@ from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 
 from ufm_jax.theory._relu_ce import relu_ce_point, relu_ce_solution, relu_dead_class_thresholds
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_threaded_openblas():
-    """Best effort: one OpenBLAS thread while this module runs.
-
-    L-BFGS-B on these tiny problems makes many small BLAS calls; on a loaded 2-core machine OpenBLAS's
-    worker threads make them ~5x slower (wall time). Restored afterwards; skipped if not found.
-    """
-    restore = []
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
-    except OSError:
-        paths = set()
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for suffix in ("", "64_"):
-            for prefix in ("scipy_openblas", "openblas"):
-                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                if setter is not None and getter is not None:
-                    restore.append((setter, int(getter())))
-                    setter(1)
-    yield
-    for setter, n in restore:
-        setter(n)
 
 
 # --------------------------------------------------------------------------------------------------

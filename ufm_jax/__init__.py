@@ -19,6 +19,7 @@ from .losses import ce_loss as ce_loss
 from .losses import mse_loss as mse_loss
 from .losses import objective as objective
 from .solve import LBFGS as LBFGS
+from .solve import LockstepLBFGS as LockstepLBFGS
 from .solve import RESULTS as RESULTS
 from .solve import STATUS_NAMES as STATUS_NAMES
 from .solve import AbstractSolver as AbstractSolver

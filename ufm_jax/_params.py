@@ -5,6 +5,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._problem import Problem
@@ -25,37 +26,56 @@ class Params(eqx.Module):
     bias: Float[Array, " K"]
 
 
-def init_params(problem: Problem, key: PRNGKeyArray, scale: float | Float[Array, ""] = 1.0) -> Params:
+def _orthogonal(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """A random (semi-)orthogonal `rows × cols` matrix, Haar distributed (QR of a Gaussian, sign-fixed)."""
+    tall = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(tall)
+    q = q * np.sign(np.diagonal(r))[None, :]
+    return q if rows >= cols else q.T
+
+
+def _key_words(key) -> list[int]:
+    if isinstance(key, (int, np.integer)):
+        return [int(key)]
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return [int(w) for w in np.asarray(key).ravel()]
+
+
+def init_params(problem: Problem, key: PRNGKeyArray | int, scale: float = 1.0, index: int = 0) -> Params:
     """Random start at O(1) scale: `W_l = scale · Q_l` with `Q_l` a random (semi-)orthogonal matrix,
-    `h ~ N(0, scale²/d)`, `b ~ N(0, scale²/K)`.
+    `h ~ N(0, scale²/d)`, `b ~ N(0, scale²/K)` (zero without a bias).
 
     O(1), not small: for depth `L >= 2` the origin is a local minimum (Dang et al. 2023), so a start
     near it can stall there. Orthogonal layers (Saxe et al. 2014), not Gaussian ones: a product of `L`
     Gaussian matrices has nearly-zero singular directions, and a class whose direction starts there is
     often left at zero (a local minimum of the deep linear model); every singular value of
-    `scale · Q_L ⋯ Q_1` is `scale^L`. Padding columns (weight 0) start, and stay, at zero. Works on an
-    unbatched `problem`; `vmap` it for batches.
+    `scale · Q_L ⋯ Q_1` is `scale^L`. Padding columns (weight 0) start, and stay, at zero.
+
+    Drawn on the host with NumPy, seeded by `(key, index)`: random-number programs are slow to compile
+    on CPU (seconds), and a start is drawn once per solve. Not traceable; `problem` is unbatched.
+
+    **Arguments:**
+
+    - `problem`: the (unbatched) problem; its shapes and dtype are used.
+    - `key`: a JAX PRNG key or an int.
+    - `scale`: the scale above (> 0).
+    - `index`: which start (0, 1, ...) of this key.
     """
+    rng = np.random.default_rng([*_key_words(key), int(index)])
     dims = problem.layer_dims
-    keys = jax.random.split(key, len(dims) + 1)
     dtype = problem.lam_h.dtype
-    orthogonal = jax.nn.initializers.orthogonal()
-    weights = tuple(
-        scale * orthogonal(k, (dout, din), dtype) for k, din, dout in zip(keys[:-2], dims[:-1], dims[1:])
-    )
-    num_classes, m = problem.column_weights.shape
-    features = scale * jax.random.normal(keys[-2], (num_classes, m, problem.dim), dtype)
-    features = features / jnp.sqrt(jnp.asarray(problem.dim, dtype))
-    features = jnp.where(problem.column_weights[..., None] > 0, features, 0)
+    weights = tuple(jnp.asarray(scale * _orthogonal(rng, dout, din), dtype)
+                    for din, dout in zip(dims[:-1], dims[1:]))
+    column_weights = np.asarray(problem.column_weights)
+    features = scale * rng.standard_normal((*column_weights.shape, problem.dim)) / np.sqrt(problem.dim)
+    features = np.where(column_weights[..., None] > 0, features, 0.0)
     if problem.nonneg:
-        features = jnp.abs(features)
+        features = np.abs(features)
+    bias = scale * rng.standard_normal(problem.num_classes) / np.sqrt(problem.num_classes)
     if problem.bias == "none":
-        bias = jnp.zeros(num_classes, dtype)
-    else:
-        bias = scale * jax.random.normal(keys[-1], (num_classes,), dtype) / jnp.sqrt(
-            jnp.asarray(num_classes, dtype)
-        )
-    return Params(weights, features, bias)
+        bias = np.zeros_like(bias)
+    return Params(weights, jnp.asarray(features, dtype), jnp.asarray(bias, dtype))
 
 
 def end_to_end(params: Params) -> Float[Array, "K d"]:

@@ -14,7 +14,7 @@ from .sweep import _cli as _sweep_cli
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Solve unconstrained feature models of neural collapse and check them against theory.")
 
-_SOLVERS = ("lbfgs", "gd", "adam", "pg")
+_SOLVERS = ("lbfgs", "lockstep", "gd", "adam", "pg")
 
 
 @app.callback()
@@ -105,7 +105,7 @@ def solve(
     seeds: Annotated[int, typer.Option(help="Random starts; the best is reported.")] = 1,
     x64: Annotated[bool, typer.Option("--x64", help="Float64 (needed to certify against theory).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    solver: Annotated[str, typer.Option(help="lbfgs, gd, adam or pg (projected gradient).")] = "",
+    solver: Annotated[str, typer.Option(help="lbfgs, lockstep, gd, adam or pg (projected gradient).")] = "",
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Iteration limit.")] = None,
     gtol: Annotated[Optional[float], typer.Option(help="Gradient-norm tolerance.")] = None,
     init_scale: Annotated[float, typer.Option("--init-scale", help="Scale of the random starts.")] = 1.0,
@@ -115,7 +115,6 @@ def solve(
     import jax
 
     jax.config.update("jax_enable_x64", bool(x64))
-    import numpy as np
 
     import ufm_jax as u
 
@@ -149,7 +148,8 @@ def _make_solver(name: str, problem, max_steps, gtol):
 
     if name not in ("",) + _SOLVERS:
         raise ValueError(f"--solver={name!r} is not allowed: expected one of {', '.join(_SOLVERS)}.")
-    cls = {"lbfgs": u.LBFGS, "gd": u.GradientDescent, "adam": u.Adam, "pg": u.ProjectedGradient}.get(name)
+    cls = {"lbfgs": u.LBFGS, "lockstep": u.LockstepLBFGS, "gd": u.GradientDescent, "adam": u.Adam,
+           "pg": u.ProjectedGradient}.get(name)
     base = default_solver(problem) if cls is None else cls()
     changes = {}
     if max_steps is not None:

@@ -8,6 +8,7 @@ from ._results import status_name as status_name
 from ._solve import Solution as Solution
 from ._solve import default_solver as default_solver
 from ._solve import solve as solve
+from ._lockstep import LockstepLBFGS as LockstepLBFGS
 from ._solvers import LBFGS as LBFGS
 from ._solvers import AbstractSolver as AbstractSolver
 from ._solvers import Adam as Adam

@@ -1,15 +1,16 @@
 """A batch-friendly L-BFGS: the same work in every iteration for every problem of a batch.
 
 Why a separate solver. Under `vmap`, optax's L-BFGS runs its zoom line search as a `while_loop`; a
-batched `while_loop` iterates until the slowest problem of the batch is done, and each round is a full
-batched function evaluation. So a batch costs (max over problems of the line-search length) per
-iteration, and the zoom search's nested loops also make the program slow to compile (≈13 s here).
+batched `while_loop` iterates until the slowest problem of the batch is done, and each round is a
+full batched function evaluation. So a batch costs (max over problems of the line-search length)
+per iteration, and the zoom search's nested loops make the program slow to compile.
 
-`LockstepLBFGS` replaces the line search by a *fixed* set of trial steps `t_j = τ ρ^j` (`j < num_trials`)
-evaluated in one vectorised call: every problem does `num_trials` objective evaluations and one gradient
-per iteration, with no data-dependent loop inside the iteration. The outer loop of `minimise_problem`
-is the only `while_loop`; under `vmap` it runs while any problem runs, and finished problems are masked
-(their iterate is frozen, both by the batched loop's select and by the solver's own mask).
+`LockstepLBFGS` replaces the line search by a *fixed* set of trial steps `t_j = τ ρ^j`
+(`j < num_trials`) evaluated in one vectorised call: every problem does `num_trials` objective
+evaluations and one gradient per iteration, with no data-dependent loop inside the iteration. The
+outer loop of `minimise_problem` is the only `while_loop`; under `vmap` it runs while any problem
+runs, and finished problems are masked (their iterate is frozen, both by the batched loop's select
+and by the solver's own mask).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from ._solvers import AbstractSolver
 
 
 class _LockstepState(eqx.Module):
-    # The memory in time order, oldest first, newest in row M−1. A new pair shifts the rows (one copy
-    # of the memory) rather than overwriting a slot of a circular buffer: under `vmap` a per-problem
-    # slot index turns every read and write into a gather/scatter, which made a batch of 256 cost
-    # ~500× one problem; with the shift every index is static.
+    # The memory in time order, oldest first, newest in row M−1. A new pair shifts the rows (one
+    # copy of the memory) rather than overwriting a slot of a circular buffer: under `vmap` a
+    # per-problem slot index turns every read and write into a gather/scatter; with the shift every
+    # index is static. (Measured: no faster on CPU, but simpler; the copy is in the byte count.)
     s: Float[Array, "M n"]  # steps x_{k+1} − x_k
     y: Float[Array, "M n"]  # gradient changes
     rho: Float[Array, " M"]  # 1 / sᵀy; 0 marks an empty row (it then drops out of the two-loop)
@@ -41,25 +42,26 @@ class _LockstepState(eqx.Module):
 class LockstepLBFGS(AbstractSolver):
     """L-BFGS with a fixed-size, vectorised line search, so a `vmap`ped batch runs in lock-step.
 
-    Direction `d = −H_k ∇f` by the L-BFGS two-loop recursion (Nocedal & Wright 2006, Alg. 7.4) with
-    `H_0 = γ I`, `γ = sᵀy / yᵀy`. Trial steps `t_j = τ ρ^j`, `j = 0..num_trials−1`, are evaluated in one
-    `vmap`ped call; the largest `t_j` that satisfies the Armijo condition
+    Direction `d = −H_k ∇f` by the L-BFGS two-loop recursion (Nocedal & Wright 2006, Alg. 7.4)
+    with `H_0 = γ I`, `γ = sᵀy / yᵀy`. Trial steps `t_j = τ ρ^j`, `j = 0..num_trials−1`, are
+    evaluated in one `vmap`ped call; the largest `t_j` that satisfies the Armijo condition
 
         f(x + t d) <= f(x) + c₁ t ∇fᵀd + ε_f |f(x)|
 
-    is taken (`ε_f` absorbs round-off, so the iteration can reach `‖∇f‖ ≈ 1e-9` in float64, where `f` no
-    longer changes in its 16th digit). If none qualifies, `x` stays, the memory is cleared and `τ` shrinks
-    by `ρ^num_trials`: the next iteration is a (scaled) steepest-descent step with smaller trials. `τ`
-    grows back by `1/ρ` (to at most 1) whenever the largest trial is taken. A pair `(s, y)` enters the
-    memory only if `sᵀy > 1e-10 ‖s‖ ‖y‖` (no Wolfe curvature test without trial gradients).
+    is taken (`ε_f` absorbs round-off, so the iteration can reach `‖∇f‖ ≈ 1e-9` in float64, where
+    `f` no longer changes in its 16th digit). If none qualifies, `x` stays, the memory is cleared
+    and `τ` shrinks by `ρ^num_trials`: the next iteration is a (scaled) steepest-descent step with
+    smaller trials. `τ` grows back by `1/ρ` (to at most 1) whenever the largest trial is taken. A
+    pair `(s, y)` enters the memory only if `sᵀy > 1e-10 ‖s‖ ‖y‖` (there is no Wolfe curvature
+    test without trial gradients).
 
     Cost per iteration: `num_trials` objective evaluations plus one gradient, for every problem.
 
     **Arguments:**
 
     - `max_steps`: iteration limit.
-    - `gtol`: gradient-norm tolerance (balanced coordinates); `None` is 1e-9 (float64) / 1e-4 (float32).
-      Problems at or below it are masked: `step` returns them unchanged.
+    - `gtol`: gradient-norm tolerance (balanced coordinates); `None` is 1e-9 (float64) / 1e-4
+      (float32). Problems at or below it are masked: `step` returns them unchanged.
     - `memory_size`: number of `(s, y)` pairs kept.
     - `num_trials`: trial steps per iteration.
     - `shrink`: `ρ`, the ratio between consecutive trial steps, in `(0, 1)`.
@@ -136,7 +138,8 @@ class LockstepLBFGS(AbstractSolver):
         steps = state.scale * ratios
         trial_values = jax.vmap(lambda t: fn(unravel(flat_x + t * direction)))(steps)
         allowance = self.f_rtol * jnp.abs(value)
-        ok = jnp.isfinite(trial_values) & (trial_values <= value + self.armijo * steps * slope + allowance)
+        bound = value + self.armijo * steps * slope + allowance
+        ok = jnp.isfinite(trial_values) & (trial_values <= bound)
         found = jnp.any(ok)
         first = jnp.argmax(ok)  # the largest qualifying step (steps are decreasing)
         t = jnp.where(found, steps[first], 0)
@@ -151,7 +154,10 @@ class LockstepLBFGS(AbstractSolver):
         sy = jnp.vdot(s, y)
         yy = jnp.vdot(y, y)
         curvature = found & (sy > 1e-10 * jnp.sqrt(jnp.vdot(s, s) * yy)) & jnp.isfinite(sy)
-        shift = lambda rows, new: jnp.where(curvature, jnp.concatenate([rows[1:], new[None]]), rows)  # noqa: E731
+
+        def shift(rows, new):
+            return jnp.where(curvature, jnp.concatenate([rows[1:], new[None]]), rows)
+
         rho = shift(state.rho, 1 / jnp.where(curvature, sy, 1))
         # A failed trial set clears the memory (the next direction is steepest descent).
         rho = jnp.where(found, rho, jnp.zeros_like(rho))
@@ -160,9 +166,11 @@ class LockstepLBFGS(AbstractSolver):
             y=shift(state.y, y),
             rho=rho,
             gamma=jnp.where(curvature, sy / jnp.where(curvature, yy, 1), state.gamma),
-            scale=jnp.where(found,
-                            jnp.where(first == 0, jnp.minimum(state.scale / self.shrink, 1), state.scale),
-                            state.scale * self.shrink**self.num_trials).astype(dtype),
+            scale=jnp.where(
+                found,
+                jnp.where(first == 0, jnp.minimum(state.scale / self.shrink, 1), state.scale),
+                state.scale * self.shrink**self.num_trials,
+            ).astype(dtype),
         )
         # Failed trial set: keep x (the value and gradient there are recomputed identically).
         new_x = jax.tree.map(lambda a, b: jnp.where(found, a, b), new_x, x)

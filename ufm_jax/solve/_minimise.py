@@ -5,9 +5,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, Int
 
-from .._params import Params, init_params
+from .._params import Params
 from .._problem import Problem
 from ..losses import objective
 from . import _results as R
@@ -70,14 +70,8 @@ class SingleResult(eqx.Module):
     status: Int[Array, ""]
 
 
-def minimise_problem(
-    problem: Problem,
-    key: PRNGKeyArray,
-    solver: AbstractSolver,
-    init_scale: Float[Array, ""] | float = 1.0,
-    start: Params | None = None,
-) -> SingleResult:
-    """Minimise one (unbatched) problem from a random start (or from `start`), in balanced coordinates.
+def minimise_problem(problem: Problem, start: Params, solver: AbstractSolver) -> SingleResult:
+    """Minimise one (unbatched) problem from `start`, in balanced coordinates.
 
     Stops when the (projected) gradient norm in balanced coordinates is `<= gtol` (`converged`), after
     `max_steps` (`max_steps`), when `f` or `∇f` is not finite (`nonfinite`: the last finite iterate is
@@ -91,8 +85,7 @@ def minimise_problem(
     def fn(x):
         return objective(from_balanced(x, problem), problem)
 
-    x0 = init_params(problem, key, init_scale) if start is None else start
-    x0 = project(to_balanced(x0, problem))
+    x0 = project(to_balanced(start, problem))
     v0, g0 = jax.value_and_grad(fn)(x0)
     state0 = solver.init(fn, x0, v0, g0)
     limit = 1e6 * (1 + jnp.abs(v0))

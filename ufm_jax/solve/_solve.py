@@ -11,7 +11,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .._params import Params
+from .._params import Params, init_params
 from .._problem import Problem, batch_size
 from . import _results as R
 from ._minimise import SingleResult, minimise_problem
@@ -61,7 +61,7 @@ class Solution(eqx.Module):
 def _check_solver(problem: Problem, solver: AbstractSolver) -> None:
     if not isinstance(solver, AbstractSolver):
         raise ValueError(f"solver={solver!r} is not allowed: expected an ufm_jax solver instance "
-                         "(LBFGS, GradientDescent, Adam, ProjectedGradient).")
+                         "(LBFGS, LockstepLBFGS, GradientDescent, Adam, ProjectedGradient).")
     if problem.nonneg and not solver.supports_projection:
         raise ValueError(f"solver={type(solver).__name__} is not allowed for nonneg=True problems: "
                          "L-BFGS has no projection; use ProjectedGradient (the default), "
@@ -83,11 +83,10 @@ def _sharding():
     return NamedSharding(mesh, PartitionSpec("batch")), len(devices)
 
 
-def _put(x: np.ndarray | Array, sharding):
-    x = np.asarray(x) if not jnp.issubdtype(getattr(x, "dtype", np.float64), jax.dtypes.prng_key) else x
-    if isinstance(x, np.ndarray):
-        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-    return jax.device_put(x, sharding)
+def _put(x: np.ndarray, sharding):
+    """Place a host array, sharded; every host holds the whole batch (multi-host: each process builds
+    the same batch deterministically, and takes its own shards)."""
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
 
 def _gather(x) -> np.ndarray:
@@ -96,6 +95,32 @@ def _gather(x) -> np.ndarray:
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
+
+def _random_starts(problem: Problem, key, seeds: int, scale: float, batched: bool) -> Params:
+    """`seeds` host-drawn starts per problem, flat `(B·S, ...)`, problem-major.
+
+    Start `j` of problem `i` is `init_params(problem_i, key_i, scale, index=j)`, with `key_i = key[i]`
+    for an array of keys (one per problem: a sweep's points keep their starts whatever the batch they
+    land in), or `key_i = (key, i)` for a single key.
+    """
+    num = batch_size(problem)
+    if jnp.issubdtype(getattr(key, "dtype", np.int64), jax.dtypes.prng_key):
+        words = np.asarray(jax.random.key_data(key))
+        per_problem = words.ndim == 2
+    else:  # an int seed, or an integer array of seeds (one per problem)
+        words = np.asarray(key, dtype=np.int64)
+        per_problem = words.ndim == 1
+        words = words[:, None] if per_problem else words.reshape(1)
+    if per_problem and words.shape[0] != num:
+        raise ValueError(f"key has {words.shape[0]} keys, but the batch has {num} problems: expected one "
+                         "key, or one per problem.")
+    starts = []
+    for i in range(num):
+        problem_i = jax.tree.map(lambda x: x[i], problem) if batched else problem
+        key_i = words[i] if per_problem else np.append(words.ravel(), i) if batched else words
+        starts.extend(init_params(problem_i, key_i, scale, index=j) for j in range(seeds))
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *starts)
 
 
 def solve(
@@ -112,13 +137,15 @@ def solve(
 
     All `B × seeds` solves run as one `vmap`ped, compiled program whose batch axis is sharded over
     `jax.devices()` (padded to a multiple of the device count). The compiled program is reused for any
-    problem with the same static options and shapes: new `λ`'s or class sizes do not recompile.
+    problem with the same static options and shapes: new `λ`'s or class sizes do not recompile. Random
+    starts are drawn on the host (`init_params`), so the program holds only the solver.
 
     **Arguments:**
 
     - `problem`: from `make_problem` or a preset; batched with `stack_problems`.
     - `solver`: default `LBFGS()`, or `ProjectedGradient()` for `nonneg` problems.
-    - `key`: PRNG key (or an int seed) for the random starts.
+    - `key`: PRNG key (or an int seed) for the random starts; for a batch, also an array of keys or of
+      int seeds, one per problem.
     - `seeds`: number of random starts per problem (>= 1); the best finite one is returned.
     - `init_scale`: scale of the random starts (O(1): the origin is a trap for deep models).
     - `start`: optional explicit start (a `Params`, batched like `problem`); then `seeds` must be 1.
@@ -126,7 +153,7 @@ def solve(
 
     **Returns:** a `Solution`.
 
-    **Raises:** `ValueError` for a bad `seeds`, `init_scale` or solver, before anything is compiled.
+    **Raises:** `ValueError` for a bad `seeds`, `init_scale`, `key` or solver, before anything is compiled.
     """
     if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
         raise ValueError(f"seeds={seeds!r} is not allowed: expected an integer >= 1.")
@@ -136,18 +163,16 @@ def solve(
         raise ValueError(f"seeds={seeds} is not allowed with an explicit start: expected 1.")
     solver = default_solver(problem) if solver is None else solver
     _check_solver(problem, solver)
-    if isinstance(key, (int, np.integer)):
-        key = jax.random.key(int(key))
 
     batched = problem.lam_h.ndim == 1
     num = batch_size(problem)
     batch_problem = problem if batched else jax.tree.map(lambda x: x[None], problem)
     total = num * seeds
     # (B, S) → flat (B·S,), problem-major.
-    keys = jax.random.split(key, total)
     flat_problem = jax.tree.map(lambda x: jnp.repeat(x, seeds, axis=0), batch_problem)
-    flat_start = None
-    if start is not None:
+    if start is None:
+        flat_start = _random_starts(problem, key, seeds, float(init_scale), batched)
+    else:
         flat_start = start if batched else jax.tree.map(lambda x: x[None], start)
 
     sharding, num_devices = _sharding()
@@ -156,17 +181,16 @@ def solve(
     padded = -(-total // num_devices) * num_devices
 
     def pad(x):
+        x = np.asarray(x)
         if padded == total:
             return x
-        fill = jnp.repeat(x[-1:], padded - total, axis=0)
-        return jnp.concatenate([x, fill], axis=0)
+        return np.concatenate([x, np.repeat(x[-1:], padded - total, axis=0)], axis=0)
 
-    args = (jax.tree.map(pad, flat_problem), pad(keys), jnp.asarray(init_scale, problem.lam_h.dtype),
-            None if flat_start is None else jax.tree.map(pad, flat_start))
+    args = jax.tree.map(pad, (flat_problem, flat_start))
     if shard:
-        put = lambda x: _put(x, sharding)  # noqa: E731
-        args = (jax.tree.map(put, args[0]), put(args[1]), args[2],
-                None if args[3] is None else jax.tree.map(put, args[3]))
+        args = jax.tree.map(lambda x: _put(x, sharding), args)
+    else:
+        args = jax.tree.map(jnp.asarray, args)
 
     dynamic, static = eqx.partition(args, eqx.is_array)
     signature = (solver, static, jax.tree.map(lambda x: (x.shape, x.dtype, getattr(x, "sharding", None)),
@@ -176,10 +200,8 @@ def solve(
     if compiled is None:
 
         def run(dyn):
-            prob, ks, scale, st = eqx.combine(dyn, static)
-            if st is None:
-                return jax.vmap(lambda p, k: minimise_problem(p, k, solver, scale))(prob, ks)
-            return jax.vmap(lambda p, k, s: minimise_problem(p, k, solver, scale, s))(prob, ks, st)
+            prob, st = eqx.combine(dyn, static)
+            return jax.vmap(lambda p, s: minimise_problem(p, s, solver))(prob, st)
 
         compiled = jax.jit(run).lower(dynamic).compile()
         _COMPILED[_hashable(signature)] = compiled
@@ -190,14 +212,14 @@ def solve(
 
     out = jax.tree.map(lambda x: _gather(x)[:total].reshape(num, seeds, *x.shape[1:]), out)
     finite = np.isfinite(out.objective) & (out.status != R.NONFINITE)
-    ranked = np.where(finite, out.objective, np.inf)
-    best = np.argmin(ranked, axis=1)
+    best = np.argmin(np.where(finite, out.objective, np.inf), axis=1)
     rows = np.arange(num)
     pick = lambda x: jnp.asarray(x[rows, best])  # noqa: E731
-    spread = np.where(finite.any(axis=1),
-                      np.nanmax(np.where(finite, out.objective, np.nan), axis=1, initial=-np.inf)
-                      - np.nanmin(np.where(finite, out.objective, np.nan), axis=1, initial=np.inf),
-                      np.nan) if seeds > 1 else np.zeros(num)
+    with np.errstate(invalid="ignore"):
+        kept = np.where(finite, out.objective, np.nan)
+        spread = (np.where(finite.any(axis=1), np.nanmax(kept, axis=1, initial=-np.inf)
+                           - np.nanmin(kept, axis=1, initial=np.inf), np.nan)
+                  if seeds > 1 else np.zeros(num))
     solution = Solution(
         params=jax.tree.map(pick, out.params),
         objective=pick(out.objective),

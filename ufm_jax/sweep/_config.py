@@ -26,7 +26,7 @@ Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full e
     seed = [0, 1, 2]                   # PRNG seeds of the random starts (also an axis)
 
     [solver]
-    method = "auto"                    # auto | lbfgs | projected_gradient | gradient_descent | adam
+    method = "auto"                    # auto | lbfgs | lockstep_lbfgs | projected_gradient | gradient_descent | adam
     max_steps = 5000                   # default: the method's own
     gtol = 1e-9                        # default: 1e-9 in float64
     starts = 1                         # random starts per point (the best is kept)
@@ -101,7 +101,7 @@ SECTIONS: dict[str, dict[str, type | tuple]] = {
     "threshold": {"axis": str, "lo": (int, float), "hi": (int, float), "metric": str,
                   "level": (int, float), "rtol": (int, float), "boundary": str, "max_steps": int},
 }
-METHODS = ("auto", "lbfgs", "projected_gradient", "gradient_descent", "adam")
+METHODS = ("auto", "lbfgs", "lockstep_lbfgs", "projected_gradient", "gradient_descent", "adam")
 DEFAULTS = {
     "solver": {"method": "auto", "starts": 1, "seed": 0, "init_scale": 1.0},
     "run": {"chunk_size": 0, "memory_gb": 2.0, "shard": True},

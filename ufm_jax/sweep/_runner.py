@@ -35,11 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import __version__
-from .._params import init_params
 from .._problem import stack_problems
 from ..solve import Solution, default_solver, solve
 from ..solve import _results as R
-from ..solve._solvers import LBFGS, Adam, GradientDescent, ProjectedGradient
+from ..solve import LBFGS, Adam, GradientDescent, LockstepLBFGS, ProjectedGradient
 from ._config import SweepConfig
 from ._grid import Group, Point, expand, groups
 
@@ -79,17 +78,9 @@ def make_solver(config: SweepConfig, problem):
     method = s["method"]
     if method == "auto":
         return type(default_solver(problem))(**kw)
-    cls = {"lbfgs": LBFGS, "projected_gradient": ProjectedGradient, "gradient_descent": GradientDescent,
-           "adam": Adam}[method]
+    cls = {"lbfgs": LBFGS, "lockstep_lbfgs": LockstepLBFGS, "projected_gradient": ProjectedGradient,
+           "gradient_descent": GradientDescent, "adam": Adam}[method]
     return cls(**kw)
-
-
-@eqx.filter_jit
-def _init_starts(problems, seeds, starts_index, scale):
-    def one(problem, seed, j):
-        return init_params(problem, jax.random.fold_in(jax.random.key(seed), j), scale)
-
-    return eqx.filter_vmap(one)(problems, seeds, starts_index)
 
 
 def _metrics(params, problem) -> dict:
@@ -109,9 +100,11 @@ _METRICS = eqx.filter_jit(eqx.filter_vmap(_metrics))
 
 def solve_points(config: SweepConfig, points, columns, *, pad_to: int | None = None, shard=None,
                  start=None) -> Solution:
-    """Solve `points` as one batch (padded to `pad_to` by repeating the last) with per-point starts.
+    """Solve `points` as one batch (padded to `pad_to` by repeating the last), best of the configured
+    random starts each; or from `start` (a batched `Params`, one per point) with one start each.
 
-    With `start` (a batched `Params`, one per point), solve from it (one start each) instead.
+    Each point's starts are drawn from its own key, `key(seed)` (`solve` with one key per problem), so a
+    point's numbers do not depend on the chunk it lands in: a resumed sweep reproduces them exactly.
     """
     n = len(points)
     pad_to = n if pad_to is None else pad_to
@@ -119,39 +112,14 @@ def solve_points(config: SweepConfig, points, columns, *, pad_to: int | None = N
     problem = stack_problems([p.problem(columns) for p in padded])
     solver = make_solver(config, jax.tree.map(lambda x: x[0], problem))
     shard = config.run["shard"] if shard is None else shard
-    S = 1 if start is not None else config.solver["starts"]
-    flat = jax.tree.map(lambda x: jnp.repeat(x, S, axis=0), problem)
     if start is None:
-        seeds = np.repeat(np.asarray([p.spec["seed"] for p in padded], dtype=np.uint32), S)
-        index = np.tile(np.arange(S, dtype=np.uint32), pad_to)
-        start = _init_starts(flat, jnp.asarray(seeds), jnp.asarray(index),
-                             float(config.solver["init_scale"]))
+        keys = np.asarray([p.spec["seed"] for p in padded], dtype=np.int64)
+        sol = solve(problem, solver, key=keys, seeds=config.solver["starts"], shard=shard,
+                    init_scale=float(config.solver["init_scale"]))
     else:
         start = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad_to - n, 0)]), start)
-    sol = solve(flat, solver, seeds=1, start=start, shard=shard)
-    # Best of the S starts of each point (as `solve` does for its own random starts).
-    obj = np.asarray(sol.objective).reshape(pad_to, S)
-    status = np.asarray(sol.status).reshape(pad_to, S)
-    finite = np.isfinite(obj) & (status != R.NONFINITE)
-    best = np.argmin(np.where(finite, obj, np.inf), axis=1)
-    flat_best = np.arange(pad_to) * S + best
-    with np.errstate(invalid="ignore"):
-        fin = np.where(finite, obj, np.nan)
-        spread = np.where(finite.any(axis=1), np.nanmax(fin, axis=1, initial=-np.inf)
-                          - np.nanmin(fin, axis=1, initial=np.inf), np.nan) if S > 1 else np.zeros(pad_to)
-    pick = lambda x: x[flat_best[:n]]  # noqa: E731
-    return Solution(
-        params=jax.tree.map(pick, sol.params),
-        objective=pick(sol.objective),
-        grad_norm=pick(sol.grad_norm),
-        iterations=pick(sol.iterations),
-        status=pick(sol.status),
-        seed_objectives=jnp.asarray(obj[:n]),
-        seed_status=jnp.asarray(status[:n]),
-        objective_spread=jnp.asarray(spread[:n]),
-        problem=jax.tree.map(lambda x: x[:n], problem),
-        timing=sol.timing,
-    )
+        sol = solve(problem, solver, start=start, shard=shard)
+    return sol[:n]
 
 
 def _scalar(v):

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Reproduce benchmarks/README.md, one benchmark at a time (2-core machine).
+# Usage: benchmarks/run_all.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=("$@")
+python benchmarks/bench_convergence.py --repeats 2 "${quick[@]}"
+python benchmarks/bench_roofline.py "${quick[@]}"
+# PyTorch with one thread: with two it ran ~10x slower on the shared machine.
+if [ "${1:-}" = "--quick" ]; then
+  OMP_NUM_THREADS=1 python benchmarks/bench_baseline_torch.py --quick
+  python benchmarks/bench_throughput.py --quick
+else
+  OMP_NUM_THREADS=1 python benchmarks/bench_baseline_torch.py --repeats 1 --max-steps 30000
+  python benchmarks/bench_throughput.py --explicit-batch 8
+fi
