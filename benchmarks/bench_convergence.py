@@ -36,11 +36,11 @@ SOLVERS = {
 def history(problem, solver, steps: int) -> np.ndarray:
     """Objective after each of `steps` iterations from the seed-0 start (balanced coordinates)."""
 
-    def run(problem):
+    def run(problem, start):
         def fn(z):
             return u.objective(from_balanced(z, problem), problem)
 
-        x = to_balanced(u.init_params(problem, jax.random.key(0)), problem)
+        x = to_balanced(start, problem)
         v, g = jax.value_and_grad(fn)(x)
         state = solver.init(fn, x, v, g)
 
@@ -50,7 +50,7 @@ def history(problem, solver, steps: int) -> np.ndarray:
 
         return jax.lax.scan(body, (x, v, g, state), None, length=steps)[1]
 
-    return np.asarray(jax.jit(run)(problem))
+    return np.asarray(jax.jit(run)(problem, u.init_params(problem, 0)))
 
 
 def main(argv=None) -> dict:

@@ -37,3 +37,12 @@ def test_torch_quick(bench):
 def test_scripts_import(bench):
     for name in ("bench_convergence", "bench_throughput"):
         assert callable(bench(name).main)
+
+
+@pytest.mark.slow
+def test_convergence_and_throughput_quick(bench):
+    # ~1 min: run with `pytest -m slow`; the scripts' imports are checked above in every run.
+    with jax.numpy_dtype_promotion("standard"):
+        conv = bench("bench_convergence").main(["--quick", "--repeats", "1"])
+        thr = bench("bench_throughput").main(["--quick"])
+    assert conv["runs"] and thr
