@@ -16,7 +16,7 @@ run() {  # run NAME CONFIG-or-empty METRIC...
   for metric in "$@"; do cp "$dir/figures/$metric.png" "$figs/${name}_$metric.png"; done
 }
 run default "" minority_logit_spread
-run seed001_lam_z examples/seed001_hong_ling_lam_z.toml minority_logit_spread singular_values_means
+run seed001_lam_z examples/seed001_hong_ling_lam_z.toml minority_logit_spread
 run seed001_lam_z_bias examples/seed001_hong_ling_lam_z_bias.toml minority_logit_spread
 run seed001_n_a examples/seed001_hong_ling_n_a.toml minority_logit_spread
 run seed004_deep_linear examples/seed004_dang_deep_linear.toml mean_norms
