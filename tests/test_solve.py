@@ -95,3 +95,17 @@ def test_nonneg_features_stay_nonnegative():
     assert u.status_name(solution.status) == "converged"
     with pytest.raises(ValueError, match="solver=LBFGS"):
         u.solve(problem, u.LBFGS())
+
+
+def test_segmented_solve_repacks_and_agrees():
+    # λ's on both sides of the minority-collapse threshold: the problems converge at different speeds.
+    lams = np.geomspace(0.01, 0.2, 6)
+    batch = u.stack_problems([u.ce([8, 8, 2, 2], 5, lam_w=lam, lam_h=lam, lam_b=0.1, per_class=1)
+                              for lam in lams])
+    whole = u.solve(batch, key=3)
+    rounds = u.solve(batch, key=3, segment=5)
+    assert np.all(np.asarray(rounds.status) == 0)
+    np.testing.assert_allclose(rounds.objective, whole.objective, rtol=1e-10)
+    assert int(np.max(rounds.iterations)) > 5  # iterations add up over rounds
+    with pytest.raises(ValueError, match="segment"):
+        u.solve(batch, segment=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import equinox as eqx
@@ -132,6 +133,7 @@ def solve(
     init_scale: float = 1.0,
     start: Params | None = None,
     shard: bool = True,
+    segment: int | None = None,
 ) -> Solution:
     """Solve one problem, or a batch (a `Problem` whose leaves have a leading axis, `stack_problems`).
 
@@ -150,6 +152,9 @@ def solve(
     - `init_scale`: scale of the random starts (O(1): the origin is a trap for deep models).
     - `start`: optional explicit start (a `Params`, batched like `problem`); then `seeds` must be 1.
     - `shard`: shard the batch over all devices (default); `False` runs on the default device.
+    - `segment`: if set, run this many iterations at a time and re-pack the problems still running
+      after each round (see `_run_in_segments`): for large batches whose problems converge at very
+      different speeds. Default `None`: one compiled loop until every problem stops.
 
     **Returns:** a `Solution`.
 
@@ -161,6 +166,9 @@ def solve(
         raise ValueError(f"init_scale={init_scale!r} is not allowed: expected a finite number > 0.")
     if start is not None and seeds != 1:
         raise ValueError(f"seeds={seeds} is not allowed with an explicit start: expected 1.")
+    if segment is not None and (isinstance(segment, bool) or not isinstance(segment, (int, np.integer))
+                                or segment < 1):
+        raise ValueError(f"segment={segment!r} is not allowed: expected an integer >= 1 or None.")
     solver = default_solver(problem) if solver is None else solver
     _check_solver(problem, solver)
 
@@ -175,6 +183,38 @@ def solve(
     else:
         flat_start = start if batched else jax.tree.map(lambda x: x[None], start)
 
+    if segment is None:
+        out, compile_s, solve_s = _run(solver, flat_problem, flat_start, shard, total)
+    else:
+        out, compile_s, solve_s = _run_in_segments(solver, flat_problem, flat_start, shard, total, segment)
+
+    out = jax.tree.map(lambda x: x.reshape(num, seeds, *x.shape[1:]), out)
+    finite = np.isfinite(out.objective) & (out.status != R.NONFINITE)
+    best = np.argmin(np.where(finite, out.objective, np.inf), axis=1)
+    rows = np.arange(num)
+    pick = lambda x: jnp.asarray(x[rows, best])  # noqa: E731
+    with np.errstate(invalid="ignore"):
+        kept = np.where(finite, out.objective, np.nan)
+        spread = (np.where(finite.any(axis=1), np.nanmax(kept, axis=1, initial=-np.inf)
+                           - np.nanmin(kept, axis=1, initial=np.inf), np.nan)
+                  if seeds > 1 else np.zeros(num))
+    solution = Solution(
+        params=jax.tree.map(pick, out.params),
+        objective=pick(out.objective),
+        grad_norm=pick(out.grad_norm),
+        iterations=pick(out.iterations),
+        status=pick(out.status),
+        seed_objectives=jnp.asarray(out.objective),
+        seed_status=jnp.asarray(out.status),
+        objective_spread=jnp.asarray(spread),
+        problem=batch_problem,
+        timing={"compile_s": compile_s, "solve_s": solve_s},
+    )
+    return solution if batched else solution[0]
+
+
+def _run(solver, flat_problem, flat_start, shard: bool, total: int) -> tuple[SingleResult, float, float]:
+    """Run `total` solves as one compiled (cached), vmapped, sharded program; host arrays back."""
     sharding, num_devices = _sharding()
     if not shard:
         num_devices = 1
@@ -206,33 +246,55 @@ def solve(
         compiled = jax.jit(run).lower(dynamic).compile()
         _COMPILED[_hashable(signature)] = compiled
     t1 = time.perf_counter()
-    out: SingleResult = compiled(dynamic)
-    out = jax.block_until_ready(out)
+    out: SingleResult = jax.block_until_ready(compiled(dynamic))
     t2 = time.perf_counter()
+    return jax.tree.map(lambda x: _gather(x)[:total], out), t1 - t0, t2 - t1
 
-    out = jax.tree.map(lambda x: _gather(x)[:total].reshape(num, seeds, *x.shape[1:]), out)
-    finite = np.isfinite(out.objective) & (out.status != R.NONFINITE)
-    best = np.argmin(np.where(finite, out.objective, np.inf), axis=1)
-    rows = np.arange(num)
-    pick = lambda x: jnp.asarray(x[rows, best])  # noqa: E731
-    with np.errstate(invalid="ignore"):
-        kept = np.where(finite, out.objective, np.nan)
-        spread = (np.where(finite.any(axis=1), np.nanmax(kept, axis=1, initial=-np.inf)
-                           - np.nanmin(kept, axis=1, initial=np.inf), np.nan)
-                  if seeds > 1 else np.zeros(num))
-    solution = Solution(
-        params=jax.tree.map(pick, out.params),
-        objective=pick(out.objective),
-        grad_norm=pick(out.grad_norm),
-        iterations=pick(out.iterations),
-        status=pick(out.status),
-        seed_objectives=jnp.asarray(out.objective),
-        seed_status=jnp.asarray(out.status),
-        objective_spread=jnp.asarray(spread),
-        problem=batch_problem,
-        timing={"compile_s": t1 - t0, "solve_s": t2 - t1},
-    )
-    return solution if batched else solution[0]
+
+def _run_in_segments(solver, flat_problem, flat_start, shard, total, segment):
+    """Run `segment` iterations at a time, re-packing the problems still running after each segment.
+
+    A batched `while_loop` runs until its slowest member converges, so a batch that straddles a phase
+    boundary (where minima degenerate and convergence slows) spends most of its work on finished, masked
+    problems. Here each round solves only the unfinished problems, padded to a power of two so that few
+    sizes are compiled; each round restarts the solver's state (e.g. the L-BFGS memory) from the current
+    iterate. Iterations add up over rounds, up to the solver's `max_steps`.
+    """
+    round_solver = dataclasses.replace(solver, max_steps=segment)
+    result = None
+    iterations = np.zeros(total, dtype=np.int64)
+    todo = np.arange(total)
+    start = jax.tree.map(np.asarray, flat_start)
+    compile_s = solve_s = 0.0
+    while todo.size:
+        # Powers of two, at least 16 (or the whole batch): few distinct sizes to compile.
+        size = min(max(1 << int(np.ceil(np.log2(todo.size))), 16), total)
+        rows = np.concatenate([todo, np.repeat(todo[-1:], size - todo.size)])
+        take = lambda x: np.asarray(x)[rows]  # noqa: E731
+        out, c, t = _run(round_solver, jax.tree.map(take, flat_problem), jax.tree.map(take, start),
+                         shard, size)
+        compile_s, solve_s = compile_s + c, solve_s + t
+        out = jax.tree.map(lambda x: x[: todo.size], out)
+        if result is None:
+            result = jax.tree.map(np.array, out)
+        else:
+            def put(full, part):
+                full[todo] = part
+                return full
+
+            result = jax.tree.map(put, result, out)
+        iterations[todo] += out.iterations
+        going = (out.status == R.MAX_STEPS) & (iterations[todo] < solver.max_steps)
+        start = jax.tree.map(lambda full, part: _set_rows(full, todo, part), start, out.params)
+        todo = todo[going]
+    result = eqx.tree_at(lambda r: r.iterations, result, iterations)
+    return result, compile_s, solve_s
+
+
+def _set_rows(full: np.ndarray, rows: np.ndarray, part) -> np.ndarray:
+    full = np.array(full)
+    full[rows] = np.asarray(part)
+    return full
 
 
 def _hashable(obj):

@@ -115,7 +115,7 @@ def solve_points(config: SweepConfig, points, columns, *, pad_to: int | None = N
     if start is None:
         keys = np.asarray([p.spec["seed"] for p in padded], dtype=np.int64)
         sol = solve(problem, solver, key=keys, seeds=config.solver["starts"], shard=shard,
-                    init_scale=float(config.solver["init_scale"]))
+                    init_scale=float(config.solver["init_scale"]), segment=config.run["segment"] or None)
     else:
         start = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad_to - n, 0)]), start)
         sol = solve(problem, solver, start=start, shard=shard)
