@@ -101,9 +101,12 @@ def _gather(x) -> np.ndarray:
 def _random_starts(problem: Problem, key, seeds: int, scale: float, batched: bool) -> Params:
     """`seeds` host-drawn starts per problem, flat `(B·S, ...)`, problem-major.
 
-    Start `j` of problem `i` is `init_params(problem_i, key_i, scale, index=j)`, with `key_i = key[i]`
+    Start `j` of problem `i` is `init_params(problem_i, key_i, scale_j, index=j)`, with `key_i = key[i]`
     for an array of keys (one per problem: a sweep's points keep their starts whatever the batch they
-    land in), or `key_i = (key, i)` for a single key.
+    land in), or `key_i = (key, i)` for a single key. With several starts the scales are spread
+    geometrically over `[scale/3, 3·scale]`: traps sit at both ends (a deep model's small class dies from
+    a small start; a direction that should vanish stays alive from a large one), so one scale for all
+    starts can miss the global minimum every time.
     """
     num = batch_size(problem)
     if jnp.issubdtype(getattr(key, "dtype", np.int64), jax.dtypes.prng_key):
@@ -116,11 +119,12 @@ def _random_starts(problem: Problem, key, seeds: int, scale: float, batched: boo
     if per_problem and words.shape[0] != num:
         raise ValueError(f"key has {words.shape[0]} keys, but the batch has {num} problems: expected one "
                          "key, or one per problem.")
+    scales = scale * np.geomspace(1 / 3, 3, seeds) if seeds > 1 else [scale]
     starts = []
     for i in range(num):
         problem_i = jax.tree.map(lambda x: x[i], problem) if batched else problem
         key_i = words[i] if per_problem else np.append(words.ravel(), i) if batched else words
-        starts.extend(init_params(problem_i, key_i, scale, index=j) for j in range(seeds))
+        starts.extend(init_params(problem_i, key_i, scales[j], index=j) for j in range(seeds))
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *starts)
 
 
@@ -149,7 +153,8 @@ def solve(
     - `key`: PRNG key (or an int seed) for the random starts; for a batch, also an array of keys or of
       int seeds, one per problem.
     - `seeds`: number of random starts per problem (>= 1); the best finite one is returned.
-    - `init_scale`: scale of the random starts (O(1): the origin is a trap for deep models).
+    - `init_scale`: scale of the random starts (O(1): the origin is a trap for deep models); with
+      `seeds > 1` the starts' scales spread over `[init_scale/3, 3·init_scale]`.
     - `start`: optional explicit start (a `Params`, batched like `problem`); then `seeds` must be 1.
     - `shard`: shard the batch over all devices (default); `False` runs on the default device.
     - `segment`: if set, run this many iterations at a time and re-pack the problems still running
