@@ -297,7 +297,7 @@ def test_padding_ignored():
 
 def test_minority_collapse():
     rng = np.random.default_rng(5)
-    K, d = 4, 4
+    d = 4
     sizes = [10, 10, 2, 2]
     problem = make_problem("ce", sizes, d, lam_w=1.0, lam_h=1.0)
     # Two majority means and one shared minority mean: Σ_B has rank 2 < K − 1.

@@ -342,14 +342,18 @@ _NUMERIC = [
 ]
 
 
+def _solved(case):
+    """The case with `lam_w` as one value per layer, and its theory solution."""
+    sizes, dim, widths, lam_w, lam_h = case
+    lam_w = np.broadcast_to(np.asarray(lam_w, float), (len(widths) + 1,))
+    return sizes, dim, widths, lam_w, lam_h, deep_linear_mse_solution(sizes, dim, widths, lam_w, lam_h)
+
+
 @pytest.mark.parametrize("case", _NUMERIC, ids=[f"num{i}" for i in range(len(_NUMERIC))])
 def test_mse_matches_numerical_minimum(case):
-    sizes, dim, widths, lam_w, lam_h = case
-    depth = len(widths) + 1
-    lam_w = np.broadcast_to(np.asarray(lam_w, float), (depth,))
-    sol = deep_linear_mse_solution(sizes, dim, widths, lam_w, lam_h)
+    sizes, dim, widths, lam_w, lam_h, sol = _solved(case)
     dims = _dims(sizes, dim, widths)
-    res = _minimise(_mse_fg(sizes, dims, lam_w, lam_h), _size(dims), starts=6 if depth > 1 else 3)
+    res = _minimise(_mse_fg(sizes, dims, lam_w, lam_h), _size(dims), starts=6 if widths else 3)
     _check_against_numeric(sol, res, dims)
 
 
@@ -411,10 +415,7 @@ def test_numpy_gradient_matches_jax_grad():
 
 @pytest.mark.parametrize("case", _NUMERIC, ids=[f"stat{i}" for i in range(len(_NUMERIC))])
 def test_mse_theory_point_is_stationary(case):
-    sizes, dim, widths, lam_w, lam_h = case
-    depth = len(widths) + 1
-    lam_w = np.broadcast_to(np.asarray(lam_w, float), (depth,))
-    sol = deep_linear_mse_solution(sizes, dim, widths, lam_w, lam_h)
+    sizes, dim, widths, lam_w, lam_h, sol = _solved(case)
     ws, hbar = _theory_point(sol, sizes, dim, widths, lam_w)
     dims = _dims(sizes, dim, widths)
     theta = np.concatenate([w.ravel() for w in ws] + [hbar.ravel()])

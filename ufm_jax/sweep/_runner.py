@@ -40,7 +40,7 @@ from ..solve import Solution, default_solver, solve
 from ..solve import _results as R
 from ..solve import LBFGS, Adam, GradientDescent, LockstepLBFGS, ProjectedGradient
 from ._config import SweepConfig
-from ._grid import Group, Point, expand, groups
+from ._grid import Group, expand, groups
 
 
 # ---- atomic files -----------------------------------------------------------------------------------------
