@@ -18,11 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ufm_jax as u  # noqa: E402
 from ufm_jax import LockstepLBFGS  # noqa: E402
-from ufm_jax.solve._minimise import from_balanced, to_balanced  # noqa: E402
+from ufm_jax.solve import objective_history  # noqa: E402
 from ufm_jax.theory._hong_ling import ce_two_cluster_solution  # noqa: E402
 
 SOLVERS = {
@@ -35,22 +36,9 @@ SOLVERS = {
 
 def history(problem, solver, steps: int) -> np.ndarray:
     """Objective after each of `steps` iterations from the seed-0 start (balanced coordinates)."""
-
-    def run(problem, start):
-        def fn(z):
-            return u.objective(from_balanced(z, problem), problem)
-
-        x = to_balanced(start, problem)
-        v, g = jax.value_and_grad(fn)(x)
-        state = solver.init(fn, x, v, g)
-
-        def body(carry, _):
-            carry = solver.step(fn, lambda z: z, *carry)
-            return carry, carry[1]
-
-        return jax.lax.scan(body, (x, v, g, state), None, length=steps)[1]
-
-    return np.asarray(jax.jit(run)(problem, u.init_params(problem, 0)))
+    batch = jax.tree.map(lambda a: jnp.asarray(a)[None], (problem, u.init_params(problem, 0)))
+    run = jax.jit(lambda p, x: objective_history(p, x, solver, steps)[:, 0])
+    return np.asarray(run(*batch))
 
 
 def main(argv=None) -> dict:

@@ -19,7 +19,8 @@ import jax.numpy as jnp  # noqa: E402
 
 import ufm_jax as u  # noqa: E402
 from ufm_jax import LockstepLBFGS  # noqa: E402
-from ufm_jax.solve._minimise import from_balanced, to_balanced  # noqa: E402
+from ufm_jax.solve import objective_history  # noqa: E402
+from ufm_jax.solve._minimise import flat_batch  # noqa: E402
 
 
 def peaks(quick: bool) -> dict:
@@ -40,30 +41,25 @@ def _cost(compiled) -> dict:
 
 
 def iteration(problem, batch: int, steps: int) -> dict:
+    """XLA's flops and bytes for one `LockstepLBFGS.step_batch` on `batch` copies of `problem`, and the
+    measured time per iteration (`objective_history`: `steps` iterations, no stopping test)."""
     solver = LockstepLBFGS()
-    x0 = u.init_params(problem, jax.random.key(0))
+    stack = lambda t: jax.tree.map(lambda a: jnp.stack([a] * batch), t)  # noqa: E731
+    P, X = stack(problem), stack(u.init_params(problem, 0))
+    active = jnp.ones(batch, bool)
 
     def setup(p, x):
-        def fn(z):
-            return u.objective(from_balanced(z, p), p)
+        fn, project, x, _ = flat_batch(p, x)
+        v, g = jax.vmap(jax.value_and_grad(fn))(x, p)
+        return fn, project, (x, v, g, solver.init_batch(fn, p, x, v, g))
 
-        x = to_balanced(x, p)
-        v, g = jax.value_and_grad(fn)(x)
-        return fn, (x, v, g, solver.init(fn, x, v, g))
+    def one_step(p, x, carry):
+        fn, project, _ = setup(p, x)
+        return solver.step_batch(fn, project, p, *carry, active)
 
-    def one_step(p, carry):
-        fn, _ = setup(p, carry[0])
-        return solver.step(fn, lambda z: z, *carry)
-
-    def run(p, x):
-        fn, carry = setup(p, x)
-        return jax.lax.fori_loop(0, steps, lambda i, c: solver.step(fn, lambda z: z, *c), carry)[1]
-
-    stack = lambda t: jax.tree.map(lambda a: jnp.stack([a] * batch), t)  # noqa: E731
-    P, X = stack(problem), stack(x0)
-    carry = jax.jit(jax.vmap(lambda p, x: setup(p, x)[1]))(P, X)
-    cost = _cost(jax.jit(jax.vmap(one_step)).lower(P, carry).compile())
-    f = jax.jit(jax.vmap(run))
+    carry = jax.jit(lambda p, x: setup(p, x)[2])(P, X)
+    cost = _cost(jax.jit(one_step).lower(P, X, carry).compile())
+    f = jax.jit(lambda p, x: objective_history(p, x, solver, steps))
     f(P, X).block_until_ready()
     t, _ = C.median_time(lambda: f(P, X).block_until_ready(), 3)
     return {"batch": batch, **cost, "seconds": t / steps}

@@ -72,26 +72,33 @@ def test_vmap_equals_loop():
         np.testing.assert_allclose(batch.params.features[i], single.params.features, atol=1e-7)
 
 
-def test_converged_problems_are_masked():
-    """A problem whose gradient norm is <= gtol does not move; its batch-mates still do."""
-    solver = LockstepLBFGS(gtol=1e-9)
+def test_inactive_problems_are_masked():
+    """A problem that is not active does not move, nor does its solver state; its batch-mate does."""
+    solver = LockstepLBFGS()
 
-    def fn(x):
+    def fn(x, _):
         return 0.5 * jnp.sum((x - 1.0) ** 2) + 0.25 * jnp.sum(x**4)
 
-    x = jnp.stack([jnp.zeros(5), jnp.full(5, 0.6823278038280193)])  # row 1: root of x + x³ = 1
+    x = jnp.stack([jnp.zeros(5), jnp.full(5, 0.3)])
+    active = jnp.asarray([True, False])
 
-    def one(x):
-        value, grad = jax.value_and_grad(fn)(x)
-        state = solver.init(fn, x, value, grad)
-        new_x, new_value, new_grad, new_state = solver.step(fn, lambda z: z, x, value, grad, state)
-        return new_x, new_value, state, new_state
+    @jax.jit
+    def two_steps(x):
+        value, grad = jax.vmap(jax.value_and_grad(fn))(x, None)
+        state = solver.init_batch(fn, None, x, value, grad)
+        carry = (x, value, grad, state)
+        for _ in range(2):
+            carry = solver.step_batch(fn, lambda z: z, None, *carry, active)
+        return carry, state
 
-    new_x, _, state, new_state = jax.jit(jax.vmap(one))(x)
-    assert not np.allclose(new_x[0], x[0])  # the running problem moved ...
-    np.testing.assert_array_equal(new_x[1], x[1])  # ... the converged one did not,
+    (new_x, _, _, new_state), state = two_steps(x)
+    assert not np.allclose(new_x[0], x[0])  # the active problem moved ...
+    np.testing.assert_array_equal(new_x[1], x[1])  # ... the inactive one did not,
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(new_state)):
-        np.testing.assert_array_equal(a[1], b[1])  # and neither did its solver state.
+        if a.ndim:  # every per-problem row (the 0-d leaf is the batch's shared clock)
+            np.testing.assert_array_equal(a[1], b[1])
+    assert int(new_state.count) == 2
+    assert float(jnp.max(jnp.abs(new_state.rho[0]))) > 0  # the active one stored its pairs
 
 
 def test_rejects_bad_hyperparameters():

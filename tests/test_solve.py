@@ -97,15 +97,20 @@ def test_nonneg_features_stay_nonnegative():
         u.solve(problem, u.LBFGS())
 
 
-def test_segmented_solve_repacks_and_agrees():
-    # λ's on both sides of the minority-collapse threshold: the problems converge at different speeds.
-    lams = np.geomspace(0.01, 0.2, 6)
+def test_queued_slots_agree_with_whole_batch():
+    # λ's on both sides of the minority-collapse threshold: the problems converge at different speeds,
+    # so with 2 slots every slot takes several problems from the queue.
+    lams = np.geomspace(0.01, 0.2, 7)
     batch = u.stack_problems([u.ce([8, 8, 2, 2], 5, lam_w=lam, lam_h=lam, lam_b=0.1, per_class=1)
                               for lam in lams])
-    whole = u.solve(batch, key=3)
-    rounds = u.solve(batch, key=3, segment=5)
-    assert np.all(np.asarray(rounds.status) == 0)
-    np.testing.assert_allclose(rounds.objective, whole.objective, rtol=1e-10)
-    assert int(np.max(rounds.iterations)) > 5  # iterations add up over rounds
-    with pytest.raises(ValueError, match="segment"):
-        u.solve(batch, segment=0)
+    for solver in (u.LBFGS(), u.LockstepLBFGS()):
+        whole = u.solve(batch, solver, key=3, slots=7, shard=False)
+        queued = u.solve(batch, solver, key=3, slots=2, shard=False)
+        assert np.all(np.asarray(queued.status) == 0)
+        assert len(set(np.asarray(whole.iterations).tolist())) > 1
+        np.testing.assert_allclose(queued.objective, whole.objective, rtol=1e-10)
+        # Each problem's iteration count is its own (not the batch's), whatever slot it ran in.
+        np.testing.assert_allclose(queued.iterations, whole.iterations, atol=2)
+        np.testing.assert_allclose(queued.params.features, whole.params.features, atol=1e-6)
+    with pytest.raises(ValueError, match="slots"):
+        u.solve(batch, slots=0)

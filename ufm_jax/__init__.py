@@ -22,6 +22,7 @@ from .solve import LBFGS as LBFGS
 from .solve import LockstepLBFGS as LockstepLBFGS
 from .solve import RESULTS as RESULTS
 from .solve import STATUS_NAMES as STATUS_NAMES
+from .solve import DEFAULT_SLOTS as DEFAULT_SLOTS
 from .solve import AbstractSolver as AbstractSolver
 from .solve import Adam as Adam
 from .solve import GradientDescent as GradientDescent

@@ -5,13 +5,14 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Bool, Float, Int, PyTree
 
 from .._params import Params
 from .._problem import Problem
 from ..losses import objective
 from . import _results as R
-from ._solvers import AbstractSolver, tree_dot
+from ._solvers import AbstractSolver
 
 # Incremented each time the single-problem solve is traced: tests use it to prove that new λ's or
 # class sizes reuse the compiled program.
@@ -45,16 +46,24 @@ def from_balanced(balanced: Params, problem: Problem) -> Params:
     return jax.tree.map(unscale, balanced, _scales(problem))
 
 
-def _project(problem: Problem):
+def _flat_project(problem: Problem, template: Params):
+    """The projection onto `H >= 0` on flattened parameters (`(n,)` or `(B, n)`), or the identity.
+
+    `template` is one problem's parameters: it fixes where the features sit in the flat vector.
+    """
     if not problem.nonneg:
         return lambda x: x
-    return lambda x: eqx.tree_at(lambda p: p.features, x, jnp.maximum(x.features, 0))
+    marks = Params(tuple(jnp.zeros(w.shape, bool) for w in template.weights),
+                   jnp.ones(template.features.shape, bool), jnp.zeros(template.bias.shape, bool))
+    mask, _ = ravel_pytree(marks)
+    return lambda x: jnp.where(mask, jnp.maximum(x, 0), x)
 
 
 def _stationarity(x, grad, project) -> Array:
-    """`‖x − P(x − ∇f)‖`: the gradient norm without constraints, the projected one with `H >= 0`."""
-    residual = jax.tree.map(jnp.subtract, x, project(jax.tree.map(jnp.subtract, x, grad)))
-    return jnp.sqrt(tree_dot(residual, residual))
+    """`‖x − P(x − ∇f)‖` along the last axis: the gradient norm without constraints, the projected
+    one with `H >= 0`."""
+    residual = x - project(x - grad)
+    return jnp.sqrt(jnp.sum(residual * residual, axis=-1))
 
 
 def default_gtol(dtype) -> float:
@@ -64,57 +73,159 @@ def default_gtol(dtype) -> float:
 
 class SingleResult(eqx.Module):
     params: Params
-    objective: Float[Array, ""]
-    grad_norm: Float[Array, ""]
-    iterations: Int[Array, ""]
-    status: Int[Array, ""]
+    objective: Float[Array, "*B"]
+    grad_norm: Float[Array, "*B"]
+    iterations: Int[Array, "*B"]
+    status: Int[Array, "*B"]
 
 
-def minimise_problem(problem: Problem, start: Params, solver: AbstractSolver) -> SingleResult:
-    """Minimise one (unbatched) problem from `start`, in balanced coordinates.
+def flat_batch(problems: Problem, starts: Params):
+    """A batch in the solvers' layout: `(fn, project, x, unravel)` with `x` the starts in balanced
+    coordinates, flattened to `(B, n)` and projected; `fn(x_i, problem_i)` one problem's objective;
+    `project` the projection onto `H >= 0` (or the identity); `unravel(x_i)` back to `Params`."""
+    balanced = jax.vmap(to_balanced)(starts, problems)
+    template = jax.tree.map(lambda a: a[0], balanced)
+    _, unravel = ravel_pytree(template)
+    project = _flat_project(problems, template)
+    x = project(jax.vmap(lambda p: ravel_pytree(p)[0])(balanced))
 
-    Stops when the (projected) gradient norm in balanced coordinates is `<= gtol` (`converged`), after
-    `max_steps` (`max_steps`), when `f` or `∇f` is not finite (`nonfinite`: the last finite iterate is
-    kept), or when `f` exceeds `1e6 (1 + |f_0|)` (`diverged`).
+    def fn(x, problem):
+        return objective(from_balanced(unravel(x), problem), problem)
+
+    return fn, project, x, unravel
+
+
+def objective_history(problems: Problem, starts: Params, solver: AbstractSolver,
+                      steps: int) -> Float[Array, "steps B"]:
+    """The objective after each of `steps` iterations of `solver` on every problem of a batch, with
+    no stopping test (for convergence plots and per-iteration timings; `minimise_batch` solves)."""
+    fn, project, x, _ = flat_batch(problems, starts)
+    value, grad = jax.vmap(jax.value_and_grad(fn))(x, problems)
+    state = solver.init_batch(fn, problems, x, value, grad)
+    active = jnp.ones(value.shape, bool)
+
+    def body(carry, _):
+        carry = solver.step_batch(fn, project, problems, *carry, active)
+        return carry, carry[1]
+
+    return jax.lax.scan(body, (x, value, grad, state), None, length=steps)[1]
+
+
+class _Slots(eqx.Module):
+    """The problems being iterated: one row per slot (`index == Q` marks an idle slot)."""
+
+    index: Int[Array, " S"]
+    problem: Problem
+    x: Float[Array, "S n"]
+    value: Float[Array, " S"]
+    grad: Float[Array, "S n"]
+    state: PyTree
+    steps: Int[Array, " S"]
+    limit: Float[Array, " S"]
+    gnorm: Float[Array, " S"]
+    status: Int[Array, " S"]
+    last_x: Float[Array, "S n"]  # the last finite iterate and its value
+    last_value: Float[Array, " S"]
+
+
+def _where_rows(mask: Bool[Array, " S"], new, old):
+    """Row-wise select between two pytrees whose leaves have a leading slot axis; 0-d leaves (a
+    solver's shared clock) are taken from `old`."""
+
+    def pick(a, b):
+        if jnp.ndim(b) == 0:
+            return b
+        return jnp.where(mask.reshape(mask.shape + (1,) * (jnp.ndim(b) - 1)), a, b)
+
+    return jax.tree.map(pick, new, old)
+
+
+def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
+                   slots: int | None = None) -> SingleResult:
+    """Minimise a batch of `Q` problems (leaves with a leading axis) from `starts`, in balanced
+    coordinates, iterating `slots` of them at a time (default: all).
+
+    Each problem stops on its own: when its (projected) gradient norm in balanced coordinates is
+    `<= gtol` (`converged`), after `max_steps` (`max_steps`), when `f` or `∇f` is not finite
+    (`nonfinite`: the last finite iterate is kept), or when `f` exceeds `1e6 (1 + |f_0|)` (`diverged`).
+
+    The problems form a queue: a slot whose problem has stopped writes its result out and takes the
+    next problem (fresh solver state), inside the one compiled loop. A batched loop otherwise runs
+    until its slowest member is done, and near a phase boundary a few problems need several times the
+    iterations of the rest; with `slots < Q` the work follows the sum of the iteration counts rather
+    than `Q ×` their maximum, with no recompilation. The parameters are flattened to one vector per
+    problem, `x` of shape `(slots, n)`: the solvers' memory and the batch arithmetic are dense arrays.
     """
     TRACE_COUNT[0] += 1
-    dtype = problem.lam_h.dtype
+    dtype = problems.lam_h.dtype
     gtol = default_gtol(dtype) if solver.gtol is None else solver.gtol
-    project = _project(problem)
+    total = problems.lam_h.shape[0]
+    slots = total if slots is None else min(int(slots), total)
 
-    def fn(x):
-        return objective(from_balanced(x, problem), problem)
+    fn, project, x_all, unravel = flat_batch(problems, starts)
 
-    x0 = project(to_balanced(start, problem))
-    v0, g0 = jax.value_and_grad(fn)(x0)
-    state0 = solver.init(fn, x0, v0, g0)
-    limit = 1e6 * (1 + jnp.abs(v0))
-
-    def classify(x, value, grad, step):
+    def classify(x, value, grad, steps, limit):
         gnorm = _stationarity(x, grad, project)
         finite = jnp.isfinite(value) & jnp.isfinite(gnorm)
         status = jnp.where(
             ~finite, R.NONFINITE,
             jnp.where(value > limit, R.DIVERGED,
                       jnp.where(gnorm <= gtol, R.CONVERGED,
-                                jnp.where(step >= solver.max_steps, R.MAX_STEPS, R._RUNNING))))
+                                jnp.where(steps >= solver.max_steps, R.MAX_STEPS, R._RUNNING))))
         return gnorm, status
 
-    gnorm0, status0 = classify(x0, v0, g0, 0)
-    carry0 = (x0, v0, g0, state0, jnp.asarray(0), gnorm0, status0, x0, v0)
+    def load(index):
+        """Fresh slots for problems `index` (clamped; `index == total` is an idle slot)."""
+        rows = jnp.minimum(index, total - 1)
+        problem = jax.tree.map(lambda a: a[rows], problems)
+        x = x_all[rows]
+        value, grad = jax.vmap(jax.value_and_grad(fn))(x, problem)
+        state = solver.init_batch(fn, problem, x, value, grad)
+        steps = jnp.zeros(index.shape, int)
+        limit = 1e6 * (1 + jnp.abs(value))
+        gnorm, status = classify(x, value, grad, steps, limit)
+        return _Slots(index, problem, x, value, grad, state, steps, limit, gnorm, status, x, value)
+
+    out = SingleResult(x_all, jnp.zeros(total, dtype), jnp.zeros(total, dtype),
+                       jnp.zeros(total, int), jnp.zeros(total, int))
 
     def cond(carry):
-        return carry[6] == R._RUNNING
+        slot, _, _ = carry
+        return jnp.any(slot.index < total)
 
     def body(carry):
-        x, value, grad, state, step, _, _, last_x, last_v = carry
-        x, value, grad, state = solver.step(fn, project, x, value, grad, state)
-        step = step + 1
-        gnorm, status = classify(x, value, grad, step)
-        ok = jnp.isfinite(value)
-        last_x = jax.tree.map(lambda a, b: jnp.where(ok, a, b), x, last_x)
-        last_v = jnp.where(ok, value, last_v)
-        return x, value, grad, state, step, gnorm, status, last_x, last_v
+        slot, out, next_index = carry
+        active = (slot.status == R._RUNNING) & (slot.index < total)
+        x, value, grad, state = solver.step_batch(fn, project, slot.problem, slot.x, slot.value,
+                                                  slot.grad, slot.state, active)
+        steps = slot.steps + active
+        gnorm, status = classify(x, value, grad, steps, slot.limit)
+        ok = active & jnp.isfinite(value)
+        slot = _Slots(slot.index, slot.problem, x, value, grad, state, steps, slot.limit,
+                      jnp.where(active, gnorm, slot.gnorm), jnp.where(active, status, slot.status),
+                      jnp.where(ok[:, None], x, slot.last_x), jnp.where(ok, value, slot.last_value))
 
-    _, _, _, _, steps, gnorm, status, x, value = jax.lax.while_loop(cond, body, carry0)
-    return SingleResult(from_balanced(x, problem), value, gnorm, steps, status)
+        # Stopped problems write their result out ...
+        done = (slot.status != R._RUNNING) & (slot.index < total)
+        where = jnp.where(done, slot.index, total)  # out of range: dropped
+        put = lambda a, b: a.at[where].set(b, mode="drop")  # noqa: E731
+        out = SingleResult(put(out.params, slot.last_x), put(out.objective, slot.last_value),
+                           put(out.grad_norm, slot.gnorm), put(out.iterations, slot.steps),
+                           put(out.status, slot.status))
+        # ... and their slots take the next problems of the queue (or fall idle).
+        new_index = jnp.where(done, jnp.minimum(next_index + jnp.cumsum(done) - 1, total), slot.index)
+        refill = done & (new_index < total)
+        slot = eqx.tree_at(lambda s: s.index, slot, new_index)
+        slot = jax.lax.cond(jnp.any(refill), lambda s: _where_rows(refill, load(new_index), s),
+                            lambda s: s, slot)
+        return slot, out, next_index + jnp.sum(done)
+
+    _, out, _ = jax.lax.while_loop(cond, body, (load(jnp.arange(slots)), out, jnp.asarray(slots)))
+    params = jax.vmap(lambda z, p: from_balanced(unravel(z), p))(out.params, problems)
+    return eqx.tree_at(lambda r: r.params, out, params)
+
+
+def minimise_problem(problem: Problem, start: Params, solver: AbstractSolver) -> SingleResult:
+    """Minimise one (unbatched) problem from `start`: `minimise_batch` on a batch of one."""
+    batch = jax.tree.map(lambda a: a[None], (problem, start))
+    return jax.tree.map(lambda a: a[0], minimise_batch(*batch, solver))

@@ -42,6 +42,22 @@ class AbstractSolver(eqx.Module):
     @abc.abstractmethod
     def step(self, fn: Fn, project: Project, x, value, grad, state): ...
 
+    # The batch interface used by `minimise_batch`: `x` is `(B, n)`, `value` `(B,)`, and
+    # `fn(x_i, problem_i)` is the objective of one problem. By default every problem runs its own
+    # `init`/`step` (`vmap`), and problems not `active` keep their iterate and state. A solver that
+    # works on the whole batch at once (`LockstepLBFGS`) overrides both.
+
+    def init_batch(self, fn, problems, x, value, grad):
+        return jax.vmap(lambda p, *a: self.init(lambda z: fn(z, p), *a))(problems, x, value, grad)
+
+    def step_batch(self, fn, project: Project, problems, x, value, grad, state, active):
+        def one(p, *args):
+            return self.step(lambda z: fn(z, p), project, *args)
+
+        new = jax.vmap(one)(problems, x, value, grad, state)
+        keep = lambda a, b: jnp.where(active.reshape(active.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
+        return jax.tree.map(keep, new, (x, value, grad, state))
+
 
 class _OptaxSolver(AbstractSolver):
     """Shared step for solvers that are an optax gradient transformation."""

@@ -37,8 +37,8 @@ Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full e
     chunk_size = 0                     # points per compiled batch; 0 = sized to memory_gb
     memory_gb = 2.0
     shard = true                       # shard each batch over jax.devices()
-    segment = 0                        # > 0: solve this many iterations at a time, re-packing the
-                                       # unfinished points (large grids crossing phase boundaries)
+    slots = 0                          # problems iterated at a time per device, the rest queued;
+                                       # 0 = ufm_jax.DEFAULT_SLOTS (16)
 
     [plot]
     metrics = ["minority_logit_spread", "gap"]
@@ -98,7 +98,7 @@ SECTIONS: dict[str, dict[str, type | tuple]] = {
     "": {"name": str, "output": str},
     "solver": {"method": str, "max_steps": int, "gtol": (int, float), "starts": int, "seed": int,
                "init_scale": (int, float)},
-    "run": {"chunk_size": int, "memory_gb": (int, float), "shard": bool, "segment": int},
+    "run": {"chunk_size": int, "memory_gb": (int, float), "shard": bool, "slots": int},
     "plot": {"metrics": list, "x": str, "y": str, "formats": list},
     "threshold": {"axis": str, "lo": (int, float), "hi": (int, float), "metric": str,
                   "level": (int, float), "rtol": (int, float), "boundary": str, "max_steps": int},
@@ -106,7 +106,7 @@ SECTIONS: dict[str, dict[str, type | tuple]] = {
 METHODS = ("auto", "lbfgs", "lockstep_lbfgs", "projected_gradient", "gradient_descent", "adam")
 DEFAULTS = {
     "solver": {"method": "auto", "starts": 1, "seed": 0, "init_scale": 1.0},
-    "run": {"chunk_size": 0, "memory_gb": 2.0, "shard": True, "segment": 0},
+    "run": {"chunk_size": 0, "memory_gb": 2.0, "shard": True, "slots": 0},
     "plot": {"formats": ["png", "pdf"]},
     "threshold": {"metric": "minority_logit_spread", "level": 1e-6, "rtol": 1e-3, "max_steps": 40},
 }
@@ -164,8 +164,8 @@ class SweepConfig:
         d = self.to_dict()
         keep = {k: d[k] for k in ("problem", "grid", "solver")}
         keep["chunk_size"] = d["run"]["chunk_size"]
-        if d["run"]["segment"]:
-            keep["segment"] = d["run"]["segment"]
+        if d["run"]["slots"]:
+            keep["slots"] = d["run"]["slots"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -486,8 +486,8 @@ def validate(data: dict, *, source: str | None = None, text: str | None = None) 
     run = sections["run"]
     if run["chunk_size"] < 0:
         raise where.fail("run", "chunk_size", f"{run['chunk_size']!r}: expected 0 (auto) or >= 1.")
-    if run["segment"] < 0:
-        raise where.fail("run", "segment", f"{run['segment']!r}: expected 0 (off) or >= 1.")
+    if run["slots"] < 0:
+        raise where.fail("run", "slots", f"{run['slots']!r}: expected 0 (default) or >= 1.")
     if not run["memory_gb"] > 0:
         raise where.fail("run", "memory_gb", f"{run['memory_gb']!r}: expected a number > 0.")
 

@@ -115,10 +115,10 @@ def solve_points(config: SweepConfig, points, columns, *, pad_to: int | None = N
     if start is None:
         keys = np.asarray([p.spec["seed"] for p in padded], dtype=np.int64)
         sol = solve(problem, solver, key=keys, seeds=config.solver["starts"], shard=shard,
-                    init_scale=float(config.solver["init_scale"]), segment=config.run["segment"] or None)
+                    init_scale=float(config.solver["init_scale"]), slots=config.run["slots"] or None)
     else:
         start = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad_to - n, 0)]), start)
-        sol = solve(problem, solver, start=start, shard=shard)
+        sol = solve(problem, solver, start=start, shard=shard, slots=config.run["slots"] or None)
     return sol[:n]
 
 
