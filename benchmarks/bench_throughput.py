@@ -62,16 +62,17 @@ def grid(n: int, *, weighted: bool, repeats: int = 1, slots: int | None = None) 
     `slots`: problems iterated at a time per device (default `ufm_jax.DEFAULT_SLOTS`)."""
     lam_z = np.geomspace(1e-4, 3e-2, n)
     ratios = np.geomspace(1.5, 20, n)
+    sizes = []
+    for ratio in ratios:
+        n_b = max(2, int(round(3000 / (5 * ratio + 5))))
+        sizes.append([int(round(ratio * n_b))] * 5 + [n_b] * 5)
+    columns = None if weighted else max(max(s) for s in sizes)  # explicit: one padded width for all
     problems, theory = [], []
     for lz in lam_z:
-        for ratio in ratios:
-            n_b = max(2, int(round(3000 / (5 * ratio + 5))))
-            n_a = int(round(ratio * n_b))
-            sizes = [n_a] * 5 + [n_b] * 5
-            kw = dict(lam_w=lz, lam_h=lz, lam_b=0.01)
-            problems.append(u.ce(sizes, 16, per_class=1 if weighted else None,
-                                 columns=None if weighted else int(round(20 * 3000 / 105)) + 1, **kw))
-            theory.append(ce_two_cluster_solution(sizes, 16, lz, lz, 0.01).objective)
+        for s in sizes:
+            problems.append(u.ce(s, 16, per_class=1 if weighted else None, columns=columns,
+                                 lam_w=lz, lam_h=lz, lam_b=0.01))
+            theory.append(ce_two_cluster_solution(s, 16, lz, lz, 0.01).objective)
     batch = u.stack_problems(problems)
     solver = LockstepLBFGS()
     r = timed_solve(batch, solver, repeats=repeats, slots=slots)

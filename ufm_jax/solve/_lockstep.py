@@ -30,15 +30,55 @@ from ._solvers import AbstractSolver
 
 
 class _LockstepState(eqx.Module):
-    # A circular buffer shared by the batch: pair k (k = 0, 1, ...) is written to row k mod M. A row
-    # whose pair was rejected for a problem keeps that problem's older pair there (an older pair in
-    # a newer position is still a valid BFGS update: the matrix stays positive definite).
+    # A circular buffer shared by the batch: pair k (k = 0, 1, ...) is written to row k mod M, so
+    # rows (count + i) mod M, i = 0..M−1, are the pairs oldest first. A row is used only if `valid`
+    # (a pair that failed the curvature test, or an empty row, is not).
     s: Float[Array, "B M n"]  # steps x_{k+1} − x_k
     y: Float[Array, "B M n"]  # gradient changes
-    rho: Float[Array, "B M"]  # 1 / sᵀy; 0 marks an empty row (it then drops out of the two-loop)
+    valid: Bool[Array, "B M"]
+    sy: Float[Array, "B M M"]  # s_aᵀ y_b, by row (not time order)
+    yy: Float[Array, "B M M"]  # y_aᵀ y_b
+    s_grad: Float[Array, "B M"]  # s_aᵀ ∇f at the current iterate
+    y_grad: Float[Array, "B M"]  # y_aᵀ ∇f
     gamma: Float[Array, " B"]  # initial inverse-Hessian scale sᵀy / yᵀy of the newest pair
     scale: Float[Array, " B"]  # τ, the largest trial step (shrinks after a failed trial set)
     count: Int[Array, ""]  # iterations taken by the batch: the clock of the circular buffer
+
+
+def _compact_direction(g: Float[Array, "B n"], state: _LockstepState):
+    """`−H g` from the compact representation of the L-BFGS matrix (Byrd, Nocedal & Schnabel 1994,
+    Thm 2.2; Nocedal & Wright 2006, eq. 7.24), with `H_0 = γI` and the pairs in time order:
+
+        H = γI + [S  γY] [[R⁻ᵀ(D + γYᵀY)R⁻¹, −R⁻ᵀ], [−R⁻¹, 0]] [Sᵀ; γYᵀ],
+
+    `R` the upper triangle of `SᵀY` (time order), `D` its diagonal. With `u = Sᵀg`, `w = γYᵀg`:
+    `p₂ = −R⁻¹u`, `p₁ = R⁻ᵀ((D + γYᵀY)(−p₂) − w)`, `Hg = γg + S p₁ + γY p₂`. The inner products
+    are kept up to date by `step_batch`, so this reads the memory once (the two-loop recursion reads
+    it twice, in 2M dependent passes). Invalid rows get an identity row in `R` and zeros elsewhere:
+    they drop out. Returns `−Hg` and the coefficients `p₁`, `γp₂` of the rows of `S` and `Y`.
+    """
+    m = state.valid.shape[-1]
+    eye = jnp.eye(m, dtype=g.dtype)
+    order = (state.count + jnp.arange(m)) % m  # rows, oldest first
+    valid = state.valid[:, order]
+    both = valid[:, :, None] & valid[:, None, :]
+    sy = state.sy[:, order][:, :, order]
+    r = jnp.where(both & jnp.triu(jnp.ones((m, m), bool))[None], sy, 0) + jnp.where(
+        valid, 0.0, 1.0)[:, :, None] * eye[None]
+    d = jnp.where(valid, jnp.diagonal(sy, axis1=1, axis2=2), 0)
+    gamma = state.gamma
+    yy = jnp.where(both, state.yy[:, order][:, :, order], 0)
+    u = jnp.where(valid, state.s_grad[:, order], 0)
+    w = jnp.where(valid, gamma[:, None] * state.y_grad[:, order], 0)
+    solve = jax.scipy.linalg.solve_triangular
+    p2 = -solve(r, u[..., None], lower=False)[..., 0]
+    rhs = -(d[:, :, None] * eye[None] + gamma[:, None, None] * yy) @ p2[..., None]
+    p1 = solve(r, rhs - w[..., None], trans="T", lower=False)[..., 0]
+    back = (jnp.arange(m) - state.count) % m  # row a holds time index back[a]
+    on_s, on_y = p1[:, back], gamma[:, None] * p2[:, back]
+    hg = (gamma[:, None] * g + jnp.einsum("bmn,bm->bn", state.s, on_s)
+          + jnp.einsum("bmn,bm->bn", state.y, on_y))
+    return -hg, on_s, on_y
 
 
 class LockstepLBFGS(AbstractSolver):
@@ -93,27 +133,12 @@ class LockstepLBFGS(AbstractSolver):
         # First direction −γ∇f with ‖γ∇f‖ <= 1: a unit-length step at most, in balanced coordinates
         # where the minimiser is O(1).
         gamma = 1 / jnp.maximum(jnp.linalg.norm(grad, axis=-1), 1).astype(dtype)
-        batch, n = x.shape
-        zeros = jnp.zeros((batch, self.memory_size, n), dtype)
-        return _LockstepState(zeros, zeros, jnp.zeros((batch, self.memory_size), dtype), gamma,
-                              jnp.ones(x.shape[0], dtype), jnp.zeros((), int))
-
-    def _direction(self, g: Float[Array, "B n"], state: _LockstepState) -> Float[Array, "B n"]:
-        """`−H g` by the two-loop recursion, newest pair first, then oldest first; empty rows have
-        `ρ = 0` and contribute nothing. Unrolled over the `M` rows (each a whole-batch `(B, n)` row)."""
-        m = self.memory_size
-        rows = [(state.count - 1 - i) % m for i in range(m)]  # newest first
-        dot = lambda a, b: jnp.sum(a * b, axis=-1)  # noqa: E731
-        q, alphas = g, []
-        for j in rows:
-            a = state.rho[:, j] * dot(state.s[:, j], q)
-            q = q - a[:, None] * state.y[:, j]
-            alphas.append(a)
-        r = state.gamma[:, None] * q
-        for j, a in zip(reversed(rows), reversed(alphas)):
-            b = state.rho[:, j] * dot(state.y[:, j], r)
-            r = r + (a - b)[:, None] * state.s[:, j]
-        return -r
+        (batch, n), m = x.shape, self.memory_size
+        rows = jnp.zeros((batch, m, n), dtype)
+        gram = jnp.zeros((batch, m, m), dtype)
+        vec = jnp.zeros((batch, m), dtype)
+        return _LockstepState(rows, rows, jnp.zeros((batch, m), bool), gram, gram, vec, vec, gamma,
+                              jnp.ones(batch, dtype), jnp.zeros((), int))
 
     def step_batch(self, fn, project, problems, x, value, grad, state: _LockstepState,
                    active: Bool[Array, " B"]):
@@ -121,7 +146,7 @@ class LockstepLBFGS(AbstractSolver):
         dot = lambda a, b: jnp.sum(a * b, axis=-1)  # noqa: E731
         batch_fn = jax.vmap(fn)
 
-        direction = self._direction(grad, state)
+        direction, on_s, on_y = _compact_direction(grad, state)
         slope = dot(grad, direction)
         # A non-descent (or non-finite) quasi-Newton direction: use steepest descent this iteration.
         bad = ~(slope < 0) | ~jnp.all(jnp.isfinite(direction), axis=-1)
@@ -130,8 +155,8 @@ class LockstepLBFGS(AbstractSolver):
 
         ratios = jnp.asarray(self.shrink, dtype) ** jnp.arange(self.num_trials, dtype=dtype)
         steps = state.scale[:, None] * ratios[None, :]  # (B, T)
-        trial_values = jax.vmap(lambda t: batch_fn(x + t[:, None] * direction, problems),
-                                in_axes=1, out_axes=1)(steps)
+        trial_values = jnp.stack([batch_fn(x + steps[:, j, None] * direction, problems)
+                                  for j in range(self.num_trials)], axis=-1)
         allowance = self.f_rtol * jnp.abs(value)
         bound = (value + allowance)[:, None] + self.armijo * steps * slope[:, None]
         ok = jnp.isfinite(trial_values) & (trial_values <= bound)
@@ -145,21 +170,39 @@ class LockstepLBFGS(AbstractSolver):
 
         s = new_x - x
         y = new_grad - grad
-        sy, yy = dot(s, y), dot(y, y)
-        curvature = moved & (sy > 1e-10 * jnp.sqrt(dot(s, s) * yy)) & jnp.isfinite(sy)
+        sy_new, yy_new = dot(s, y), dot(y, y)
+        curvature = moved & (sy_new > 1e-10 * jnp.sqrt(dot(s, s) * yy_new)) & jnp.isfinite(sy_new)
 
-        slot = state.count % self.memory_size
-        write = lambda rows, new: rows.at[:, slot].set(  # noqa: E731
-            jnp.where(curvature.reshape(-1, *([1] * (new.ndim - 1))), new, rows[:, slot]))
-        rho = write(state.rho, 1 / jnp.where(curvature, sy, 1))
-        # A failed trial set clears the memory (the next direction is steepest descent).
-        rho = jnp.where((active & ~found)[:, None], 0, rho)
+        # The new pair goes to row `count mod M`, valid if it passed the curvature test (a problem
+        # that did not move writes an invalid row: it has stopped, or its failed trial set
+        # invalidates the whole memory, so that the next direction is steepest descent). Writing
+        # unconditionally lets XLA update the memory in place.
+        m = self.memory_size
+        slot = state.count % m
+        mem_s, mem_y = state.s.at[:, slot].set(s), state.y.at[:, slot].set(y)
+        valid = state.valid.at[:, slot].set(curvature)
+        valid = jnp.where((active & ~found)[:, None], False, valid)
+        # Keep the inner products current. Only `Sᵀ∇f` and `Yᵀ∇f` at the new iterate take a pass
+        # over the memory; the new pair's products with the other rows a follow from them:
+        # s_aᵀy = s_aᵀ∇f_new − s_aᵀ∇f_old, y_aᵀy likewise, and y_aᵀs = t y_aᵀd with
+        # d = −(γ∇f + S p₁ + γY p₂) (or −γ∇f after the steepest-descent fallback).
+        g_now = jnp.where(moved[:, None], new_grad, grad)  # the gradient of the returned iterate
+        s_grad = jnp.einsum("bmn,bn->bm", mem_s, g_now)
+        y_grad = jnp.einsum("bmn,bn->bm", mem_y, g_now)
+        y_dot_d = -(state.gamma[:, None] * state.y_grad + jnp.einsum("bca,bc->ba", state.sy, on_s)
+                    + jnp.einsum("bca,bc->ba", state.yy, on_y))
+        y_dot_d = jnp.where(bad[:, None], -state.gamma[:, None] * state.y_grad, y_dot_d)
+        s_y_new = (s_grad - state.s_grad).at[:, slot].set(sy_new)  # s_aᵀ y_new
+        y_y_new = (y_grad - state.y_grad).at[:, slot].set(yy_new)  # y_aᵀ y_new
+        y_s_new = (t[:, None] * y_dot_d).at[:, slot].set(sy_new)  # y_aᵀ s_new
+        sy = state.sy.at[:, slot, :].set(y_s_new).at[:, :, slot].set(s_y_new)
+        yy = state.yy.at[:, slot, :].set(y_y_new).at[:, :, slot].set(y_y_new)
         scale = jnp.where(found,
                           jnp.where(first == 0, jnp.minimum(state.scale / self.shrink, 1), state.scale),
                           state.scale * self.shrink**self.num_trials).astype(dtype)
         new_state = _LockstepState(
-            s=write(state.s, s), y=write(state.y, y), rho=rho,
-            gamma=jnp.where(curvature, sy / jnp.where(curvature, yy, 1), state.gamma),
+            s=mem_s, y=mem_y, valid=valid, sy=sy, yy=yy, s_grad=s_grad, y_grad=y_grad,
+            gamma=jnp.where(curvature, sy_new / jnp.where(curvature, yy_new, 1), state.gamma),
             scale=jnp.where(active, scale, state.scale), count=state.count + 1)
         # A failed trial set keeps x (the value and gradient there are recomputed identically); a
         # problem that is not active keeps everything.
