@@ -115,39 +115,42 @@ def _two_loop(g, pairs, gamma):
     return -r
 
 
-def test_compact_direction_equals_two_loop_recursion():
-    """The compact representation, the circular buffer and the incremental inner products give the
-    two-loop recursion's direction, with invalid rows skipped, after the buffer has wrapped."""
+@pytest.mark.parametrize("batch", [1, 3])  # a batch of one takes its own code path
+def test_compact_direction_equals_two_loop_recursion(batch):
+    """The compact representation, the circular buffer and the incrementally kept inner products
+    give the two-loop recursion's direction, with invalid rows skipped, after the buffer wrapped."""
     from ufm_jax.solve._lockstep import _compact_direction
 
     rng = np.random.default_rng(0)
     n, m = 12, 4
     a = rng.normal(size=(n, n))
-    hess = a @ a.T / n + np.eye(n)  # a convex quadratic: every pair passes the curvature test
+    hess = a @ a.T / n + np.eye(n)  # + cos: every pair passes the curvature test here
     solver = LockstepLBFGS(memory_size=m)
 
     def fn(x, _):
         return 0.5 * x @ (jnp.asarray(hess) @ x) + jnp.sum(jnp.cos(x))
 
-    x = jnp.asarray(rng.normal(size=(1, n)))
+    x = jnp.asarray(rng.normal(size=(batch, n)))
     value, grad = jax.vmap(jax.value_and_grad(fn))(x, None)
     state = solver.init_batch(fn, None, x, value, grad)
-    pairs, active = [], jnp.ones(1, bool)
+    pairs, active = [], jnp.ones(batch, bool)
+    step = jax.jit(lambda *c: solver.step_batch(fn, lambda z: z, None, *c, active))
     for _ in range(7):  # 7 pairs through 4 rows: the buffer wraps
-        new = solver.step_batch(fn, lambda z: z, None, x, value, grad, state, active)
-        pairs.append((np.asarray(new[0][0] - x[0]), np.asarray(new[2][0] - grad[0])))
+        new = step(x, value, grad, state)
+        pairs.append((np.asarray(new[0] - x), np.asarray(new[2] - grad)))
         x, value, grad, state = new
     assert bool(jnp.all(state.valid))
     direction, _, _ = _compact_direction(grad, state)
-    gamma = float(state.gamma[0])
-    expected = _two_loop(np.asarray(grad[0]), pairs[-m:], gamma)
-    np.testing.assert_allclose(direction[0], expected, rtol=1e-8, atol=1e-12)
-    # An invalid row drops out: the same as the recursion without that pair.
     row = (int(state.count) - 2) % m  # the second newest pair
-    state = eqx.tree_at(lambda s: s.valid, state, state.valid.at[0, row].set(False))
-    direction, _, _ = _compact_direction(grad, state)
-    expected = _two_loop(np.asarray(grad[0]), pairs[-m:-2] + pairs[-1:], gamma)
-    np.testing.assert_allclose(direction[0], expected, rtol=1e-8, atol=1e-12)
+    dropped = eqx.tree_at(lambda s: s.valid, state, state.valid.at[:, row].set(False))
+    without, _, _ = _compact_direction(grad, dropped)
+    for i in range(batch):
+        gamma, own = float(state.gamma[i]), [(s[i], y[i]) for s, y in pairs[-m:]]
+        expected = _two_loop(np.asarray(grad[i]), own, gamma)
+        np.testing.assert_allclose(direction[i], expected, rtol=1e-8, atol=1e-12)
+        # An invalid row drops out: the recursion without that pair.
+        expected = _two_loop(np.asarray(grad[i]), own[:-2] + own[-1:], gamma)
+        np.testing.assert_allclose(without[i], expected, rtol=1e-8, atol=1e-12)
 
 
 def test_rejects_bad_hyperparameters():

@@ -140,6 +140,15 @@ class LockstepLBFGS(AbstractSolver):
         return _LockstepState(rows, rows, jnp.zeros((batch, m), bool), gram, gram, vec, vec, gamma,
                               jnp.ones(batch, dtype), jnp.zeros((), int))
 
+    def reset_batch(self, fn, problems, state: _LockstepState, mask, x, value, grad) -> _LockstepState:
+        """Rows `mask` start afresh: their memory is marked invalid (its contents are never read
+        again with a nonzero weight, so the memory itself is not touched) and `γ`, `τ` restart."""
+        fresh = self.init_batch(fn, problems, x[:, :0], value, grad)
+        return eqx.tree_at(
+            lambda s: (s.valid, s.gamma, s.scale), state,
+            (jnp.where(mask[:, None], False, state.valid), jnp.where(mask, fresh.gamma, state.gamma),
+             jnp.where(mask, fresh.scale, state.scale)))
+
     def step_batch(self, fn, project, problems, x, value, grad, state: _LockstepState,
                    active: Bool[Array, " B"]):
         dtype = x.dtype
@@ -168,8 +177,10 @@ class LockstepLBFGS(AbstractSolver):
         new_x = x + t[:, None] * direction
         new_value, new_grad = jax.vmap(jax.value_and_grad(fn))(new_x, problems)
 
-        s = new_x - x
-        y = new_grad - grad
+        # Rows are written finite: a stopped problem's row may be read (times a zero coefficient) by
+        # the problem that takes its slot next.
+        s = jnp.where(jnp.isfinite(new_x), new_x - x, 0)
+        y = jnp.where(jnp.isfinite(new_grad), new_grad - grad, 0)
         sy_new, yy_new = dot(s, y), dot(y, y)
         curvature = moved & (sy_new > 1e-10 * jnp.sqrt(dot(s, s) * yy_new)) & jnp.isfinite(sy_new)
 
@@ -179,16 +190,26 @@ class LockstepLBFGS(AbstractSolver):
         # unconditionally lets XLA update the memory in place.
         m = self.memory_size
         slot = state.count % m
-        mem_s, mem_y = state.s.at[:, slot].set(s), state.y.at[:, slot].set(y)
-        valid = state.valid.at[:, slot].set(curvature)
-        valid = jnp.where((active & ~found)[:, None], False, valid)
         # Keep the inner products current. Only `Sᵀ∇f` and `Yᵀ∇f` at the new iterate take a pass
         # over the memory; the new pair's products with the other rows a follow from them:
         # s_aᵀy = s_aᵀ∇f_new − s_aᵀ∇f_old, y_aᵀy likewise, and y_aᵀs = t y_aᵀd with
         # d = −(γ∇f + S p₁ + γY p₂) (or −γ∇f after the steepest-descent fallback).
         g_now = jnp.where(moved[:, None], new_grad, grad)  # the gradient of the returned iterate
-        s_grad = jnp.einsum("bmn,bn->bm", mem_s, g_now)
-        y_grad = jnp.einsum("bmn,bn->bm", mem_y, g_now)
+        write = lambda mem, row: jax.lax.dynamic_update_slice(mem, row[:, None], (0, slot, 0))  # noqa: E731
+        if x.shape[0] > 1:
+            mem_s, mem_y = write(state.s, s), write(state.y, y)
+            s_grad = jnp.einsum("bmn,bn->bm", mem_s, g_now)
+            y_grad = jnp.einsum("bmn,bn->bm", mem_y, g_now)
+        else:
+            # A batch of one: XLA CPU drops the unit batch axis of the products, and a product of
+            # the freshly written memory then made it copy the memory 4 times per iteration
+            # (measured: 9.3 → 6.4 ms per iteration on one explicit CE problem). Read before writing.
+            s_grad = jnp.einsum("bmn,bn->bm", state.s, g_now).at[:, slot].set(dot(s, g_now))
+            y_grad = jnp.einsum("bmn,bn->bm", state.y, g_now).at[:, slot].set(dot(y, g_now))
+            s_grad, y_grad, s, y = jax.lax.optimization_barrier((s_grad, y_grad, s, y))
+            mem_s, mem_y = write(state.s, s), write(state.y, y)
+        valid = state.valid.at[:, slot].set(curvature)
+        valid = jnp.where((active & ~found)[:, None], False, valid)
         y_dot_d = -(state.gamma[:, None] * state.y_grad + jnp.einsum("bca,bc->ba", state.sy, on_s)
                     + jnp.einsum("bca,bc->ba", state.yy, on_y))
         y_dot_d = jnp.where(bad[:, None], -state.gamma[:, None] * state.y_grad, y_dot_d)

@@ -12,7 +12,7 @@ from .._params import Params
 from .._problem import Problem
 from ..losses import objective
 from . import _results as R
-from ._solvers import AbstractSolver
+from ._solvers import AbstractSolver, where_rows
 
 # Incremented each time the single-problem solve is traced: tests use it to prove that new λ's or
 # class sizes reuse the compiled program.
@@ -128,18 +128,6 @@ class _Slots(eqx.Module):
     last_value: Float[Array, " S"]
 
 
-def _where_rows(mask: Bool[Array, " S"], new, old):
-    """Row-wise select between two pytrees whose leaves have a leading slot axis; 0-d leaves (a
-    solver's shared clock) are taken from `old`."""
-
-    def pick(a, b):
-        if jnp.ndim(b) == 0:
-            return b
-        return jnp.where(mask.reshape(mask.shape + (1,) * (jnp.ndim(b) - 1)), a, b)
-
-    return jax.tree.map(pick, new, old)
-
-
 def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
                    slots: int | None = None) -> SingleResult:
     """Minimise a batch of `Q` problems (leaves with a leading axis) from `starts`, in balanced
@@ -174,17 +162,21 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
                                 jnp.where(steps >= solver.max_steps, R.MAX_STEPS, R._RUNNING))))
         return gnorm, status
 
-    def load(index):
-        """Fresh slots for problems `index` (clamped; `index == total` is an idle slot)."""
+    def fresh(index, value, grad):
+        """Slots for problems `index` (clamped; `index == total` is an idle slot), their solver state
+        aside; `(value, grad)` at their starts."""
         rows = jnp.minimum(index, total - 1)
         problem = jax.tree.map(lambda a: a[rows], problems)
         x = x_all[rows]
-        value, grad = jax.vmap(jax.value_and_grad(fn))(x, problem)
-        state = solver.init_batch(fn, problem, x, value, grad)
         steps = jnp.zeros(index.shape, int)
         limit = 1e6 * (1 + jnp.abs(value))
         gnorm, status = classify(x, value, grad, steps, limit)
-        return _Slots(index, problem, x, value, grad, state, steps, limit, gnorm, status, x, value)
+        return _Slots(index, problem, x, value, grad, None, steps, limit, gnorm, status, x, value)
+
+    def start_values(index):
+        rows = jnp.minimum(index, total - 1)
+        problem = jax.tree.map(lambda a: a[rows], problems)
+        return jax.vmap(jax.value_and_grad(fn))(x_all[rows], problem)
 
     out = SingleResult(x_all, jnp.zeros(total, dtype), jnp.zeros(total, dtype),
                        jnp.zeros(total, int), jnp.zeros(total, int))
@@ -215,12 +207,25 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
         # ... and their slots take the next problems of the queue (or fall idle).
         new_index = jnp.where(done, jnp.minimum(next_index + jnp.cumsum(done) - 1, total), slot.index)
         refill = done & (new_index < total)
-        slot = eqx.tree_at(lambda s: s.index, slot, new_index)
-        slot = jax.lax.cond(jnp.any(refill), lambda s: _where_rows(refill, load(new_index), s),
-                            lambda s: s, slot)
+        # Only the objective at the new starts is computed under a conditional (when some slot
+        # refills). The solver state, which may be large (an L-BFGS memory), never passes through
+        # one (a conditional copies what it returns, every iteration): the solver resets its rows.
+        value, grad = jax.lax.cond(jnp.any(refill), start_values,
+                                   lambda _: (slot.value, slot.grad), new_index)
+        new = fresh(new_index, value, grad)
+        state = solver.reset_batch(fn, new.problem, slot.state, refill, new.x, new.value, new.grad)
+        kept = eqx.tree_at(lambda s: (s.index, s.state), slot, (new_index, None),
+                           is_leaf=lambda x: x is None)
+        slot = eqx.tree_at(lambda s: s.state, where_rows(refill, new, kept), state,
+                           is_leaf=lambda x: x is None)
         return slot, out, next_index + jnp.sum(done)
 
-    _, out, _ = jax.lax.while_loop(cond, body, (load(jnp.arange(slots)), out, jnp.asarray(slots)))
+    index0 = jnp.arange(slots)
+    first = fresh(index0, *start_values(index0))
+    first = eqx.tree_at(lambda s: s.state, first,
+                        solver.init_batch(fn, first.problem, first.x, first.value, first.grad),
+                        is_leaf=lambda x: x is None)
+    _, out, _ = jax.lax.while_loop(cond, body, (first, out, jnp.asarray(slots)))
     params = jax.vmap(lambda z, p: from_balanced(unravel(z), p))(out.params, problems)
     return eqx.tree_at(lambda r: r.params, out, params)
 

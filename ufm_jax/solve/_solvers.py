@@ -21,6 +21,18 @@ Fn = Callable[[PyTree], Scalar]
 Project = Callable[[PyTree], PyTree]
 
 
+def where_rows(mask, new, old):
+    """Row-wise select between two pytrees whose leaves have a leading batch axis: row `i` of `new`
+    where `mask[i]`, else of `old`; 0-d leaves (a solver's shared clock) are taken from `old`."""
+
+    def pick(a, b):
+        if jnp.ndim(b) == 0:
+            return b
+        return jnp.where(mask.reshape(mask.shape + (1,) * (jnp.ndim(b) - 1)), a, b)
+
+    return jax.tree.map(pick, new, old)
+
+
 def tree_dot(a, b) -> Array:
     return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
@@ -45,10 +57,16 @@ class AbstractSolver(eqx.Module):
     # The batch interface used by `minimise_batch`: `x` is `(B, n)`, `value` `(B,)`, and
     # `fn(x_i, problem_i)` is the objective of one problem. By default every problem runs its own
     # `init`/`step` (`vmap`), and problems not `active` keep their iterate and state. A solver that
-    # works on the whole batch at once (`LockstepLBFGS`) overrides both.
+    # works on the whole batch at once (`LockstepLBFGS`) overrides all three.
 
     def init_batch(self, fn, problems, x, value, grad):
         return jax.vmap(lambda p, *a: self.init(lambda z: fn(z, p), *a))(problems, x, value, grad)
+
+    def reset_batch(self, fn, problems, state, mask, x, value, grad):
+        """The state with rows `mask` started afresh at `x` (a new problem took those slots)."""
+        return jax.lax.cond(jnp.any(mask),
+                            lambda s: where_rows(mask, self.init_batch(fn, problems, x, value, grad), s),
+                            lambda s: s, state)
 
     def step_batch(self, fn, project: Project, problems, x, value, grad, state, active):
         def one(p, *args):
