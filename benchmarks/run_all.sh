@@ -12,5 +12,6 @@ if [ "${1:-}" = "--quick" ]; then
   python benchmarks/bench_throughput.py --quick
 else
   OMP_NUM_THREADS=1 python benchmarks/bench_baseline_torch.py --repeats 1 --max-steps 30000
-  python benchmarks/bench_throughput.py --explicit-batch 8
+  python benchmarks/bench_throughput.py --explicit-batch 8 --explicit-starts
+  python benchmarks/bench_throughput.py --explicit-grid       # ≈ 5 min: the 32 × 32 grid, explicit
 fi

@@ -11,9 +11,10 @@ evaluations and one gradient per iteration, with no data-dependent loop inside t
 works on the whole batch at once (`init_batch`/`step_batch`), not problem by problem under `vmap`:
 the batch shares one iteration clock, so the L-BFGS memory is a circular buffer `(B, M, n)` whose
 write row `k mod M` is the same for every problem (an in-place write, not a per-problem scatter or
-a shift of the whole memory), and the two-loop recursion works on whole `(B, n)` slices.
-Measured on 2 CPU cores (weighted CE, K = 10, d = 16): 30–46 µs per problem-iteration under `vmap`,
-17–25 µs batch-native, at B = 32–1024 (`benchmarks/README.md`).
+a shift of the whole memory). The direction uses the compact representation of the L-BFGS matrix
+with inner products kept up to date, so an iteration reads the memory in two matrix products
+rather than in the two-loop recursion's 2M dependent passes. What each choice measured is in
+`benchmarks/README.md` (`benchmarks/compare_commits.py`).
 """
 
 from __future__ import annotations
