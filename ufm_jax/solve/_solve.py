@@ -74,9 +74,10 @@ def default_solver(problem: Problem) -> AbstractSolver:
 
 
 _COMPILED: dict = {}
-# Problems iterated at a time per device. On 2 CPU cores (weighted CE, K = 10, d = 16, 256 problems):
-# all 256 at once 115 problems/s, 64 slots 446/s, 16 slots 605/s, 8 slots 538/s.
-DEFAULT_SLOTS = 16
+# Problems iterated at a time per device. 256 weighted CE problems (K = 10, d = 16) on 2 CPU cores, one
+# device each, three runs (`benchmarks/bench_throughput.py`, slots_scan): 4 slots 717–1347 problems/s,
+# 8: 1027–1300, 16: 956–1266, 32: 1018–1332, 64: 874–1028, all 256 at once: 647–921.
+DEFAULT_SLOTS = 32
 
 
 def _sharding():
@@ -161,7 +162,7 @@ def solve(
     - `start`: optional explicit start (a `Params`, batched like `problem`); then `seeds` must be 1.
     - `shard`: shard the batch over all devices (default); `False` runs on the default device.
     - `slots`: how many problems each device iterates at a time; the rest wait in a queue and take a
-      slot as soon as one frees up (`minimise_batch`). Default `None`: `DEFAULT_SLOTS` (16), which
+      slot as soon as one frees up (`minimise_batch`). Default `None`: `DEFAULT_SLOTS` (32), which
       measured fastest on 2 CPU cores (`benchmarks/README.md`); the whole batch at once is
       `slots=batch size`. Results do not depend on it (up to round-off).
 

@@ -38,7 +38,7 @@ Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full e
     memory_gb = 2.0
     shard = true                       # shard each batch over jax.devices()
     slots = 0                          # problems iterated at a time per device, the rest queued;
-                                       # 0 = ufm_jax.DEFAULT_SLOTS (16)
+                                       # 0 = ufm_jax.DEFAULT_SLOTS (32)
 
     [plot]
     metrics = ["minority_logit_spread", "gap"]
