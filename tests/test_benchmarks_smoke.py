@@ -35,7 +35,7 @@ def test_torch_quick(bench):
 
 
 def test_scripts_import(bench):
-    for name in ("bench_convergence", "bench_throughput"):
+    for name in ("bench_convergence", "bench_throughput", "compare_commits"):
         assert callable(bench(name).main)
 
 

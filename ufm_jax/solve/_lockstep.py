@@ -6,7 +6,7 @@ full batched function evaluation. So a batch costs (max over problems of the lin
 per iteration, and the zoom search's nested loops make the program slow to compile.
 
 `LockstepLBFGS` replaces the line search by a *fixed* set of trial steps `t_j = τ ρ^j`
-(`j < num_trials`) evaluated in one vectorised call: every problem does `num_trials` objective
+(`j < num_trials`), each evaluated for the whole batch: every problem does `num_trials` objective
 evaluations and one gradient per iteration, with no data-dependent loop inside the iteration. It
 works on the whole batch at once (`init_batch`/`step_batch`), not problem by problem under `vmap`:
 the batch shares one iteration clock, so the L-BFGS memory is a circular buffer `(B, M, n)` whose
@@ -85,9 +85,10 @@ def _compact_direction(g: Float[Array, "B n"], state: _LockstepState):
 class LockstepLBFGS(AbstractSolver):
     """L-BFGS with a fixed-size, vectorised line search, so a batch runs in lock-step.
 
-    Direction `d = −H_k ∇f` by the L-BFGS two-loop recursion (Nocedal & Wright 2006, Alg. 7.4)
-    with `H_0 = γ I`, `γ = sᵀy / yᵀy`. Trial steps `t_j = τ ρ^j`, `j = 0..num_trials−1`, are
-    evaluated in one vectorised call; the largest `t_j` that satisfies the Armijo condition
+    Direction `d = −H_k ∇f` with the L-BFGS matrix `H_k` (Nocedal & Wright 2006, §7.2), `H_0 = γ I`,
+    `γ = sᵀy / yᵀy`, in its compact representation (`_compact_direction`). Trial steps
+    `t_j = τ ρ^j`, `j = 0..num_trials−1`, are all evaluated; the largest `t_j` that satisfies the
+    Armijo condition
 
         f(x + t d) <= f(x) + c₁ t ∇fᵀd + ε_f |f(x)|
 

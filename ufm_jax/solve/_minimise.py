@@ -162,21 +162,22 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
                                 jnp.where(steps >= solver.max_steps, R.MAX_STEPS, R._RUNNING))))
         return gnorm, status
 
-    def fresh(index, value, grad):
-        """Slots for problems `index` (clamped; `index == total` is an idle slot), their solver state
-        aside; `(value, grad)` at their starts."""
+    def gather(index):
+        """Problems `index` and their starts (clamped: `index == total` marks an idle slot)."""
         rows = jnp.minimum(index, total - 1)
-        problem = jax.tree.map(lambda a: a[rows], problems)
-        x = x_all[rows]
+        return jax.tree.map(lambda a: a[rows], problems), x_all[rows]
+
+    def start_values(index):
+        problem, x = gather(index)
+        return jax.vmap(jax.value_and_grad(fn))(x, problem)
+
+    def fresh(index, value, grad):
+        """Slots for problems `index`, their solver state aside; `(value, grad)` at their starts."""
+        problem, x = gather(index)
         steps = jnp.zeros(index.shape, int)
         limit = 1e6 * (1 + jnp.abs(value))
         gnorm, status = classify(x, value, grad, steps, limit)
         return _Slots(index, problem, x, value, grad, None, steps, limit, gnorm, status, x, value)
-
-    def start_values(index):
-        rows = jnp.minimum(index, total - 1)
-        problem = jax.tree.map(lambda a: a[rows], problems)
-        return jax.vmap(jax.value_and_grad(fn))(x_all[rows], problem)
 
     out = SingleResult(x_all, jnp.zeros(total, dtype), jnp.zeros(total, dtype),
                        jnp.zeros(total, int), jnp.zeros(total, int))
