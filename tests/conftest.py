@@ -23,3 +23,21 @@ def getkey():
     """A fresh PRNG key per call, deterministic per test."""
     keys = iter(jax.random.split(jax.random.key(5678), 1000))
     return lambda: next(keys)
+
+
+@pytest.fixture
+def count_traces(monkeypatch):
+    """How many times the solve loop is traced (compiled) from here on: `count_traces()` returns the
+    count. Wraps `minimise_batch` where `solve` looks it up; no hook lives in the package."""
+    from ufm_jax.solve import _solve
+
+    calls = []
+    original = _solve.minimise_batch
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_solve, "minimise_batch", counting)
+    _solve._compiled.cache_clear()
+    return lambda: len(calls)

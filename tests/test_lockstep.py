@@ -49,7 +49,7 @@ def test_reaches_known_minimum(name, problem, expected):
         assert expected == pytest.approx(0.043875, rel=1e-12)
     with jax.numpy_dtype_promotion("standard"):
         sol = u.solve(problem, LockstepLBFGS(), start=_start(problem, 0))
-    assert u.status_name(sol.status) == "converged"
+    assert u.Status(int(sol.status)).name == "converged"
     assert float(sol.grad_norm) <= 1e-9
     assert float(sol.objective) == pytest.approx(expected, rel=1e-10)
 

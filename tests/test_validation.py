@@ -7,7 +7,6 @@ from typer.testing import CliRunner
 
 import ufm_jax as u
 from ufm_jax.cli import app
-from ufm_jax.solve import TRACE_COUNT
 
 GOOD = dict(loss="ce", class_sizes=[3, 3], dim=2, lam_w=0.1, lam_h=0.1)
 
@@ -32,12 +31,11 @@ BAD = [
 
 
 @pytest.mark.parametrize("name,change,allowed", BAD)
-def test_make_problem_rejects(name, change, allowed):
-    traces = TRACE_COUNT[0]
+def test_make_problem_rejects(name, change, allowed, count_traces):
     with pytest.raises(ValueError, match=name) as err:
         u.make_problem(**{**GOOD, **change})
     assert allowed in str(err.value)
-    assert TRACE_COUNT[0] == traces
+    assert count_traces() == 0
 
 
 @pytest.mark.parametrize("seeds", [0, -1, 1.5])

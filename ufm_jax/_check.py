@@ -7,10 +7,10 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+from ._families import analytic_solution
 from .metrics import compare_with_theory, nc_metrics
-from .solve import STATUS_NAMES, Solution
-from .solve._results import CONVERGED
-from .theory import NoTheory, TheorySolution, analytic_solution
+from .solve import Solution, Status
+from .theory import NoTheory, TheorySolution
 
 
 def default_tolerances(dtype) -> tuple[float, float]:
@@ -75,8 +75,8 @@ def check(
     geometry = {k: float(v) for k, v in compare_with_theory(solution.params, problem, theory).items()}
     geometry_gap = max(geometry.values(), default=0.0)
     reasons = []
-    if status != CONVERGED:
-        reasons.append(f"not converged (status {STATUS_NAMES[status]})")
+    if status != Status.converged:
+        reasons.append(f"not converged (status {Status(status).name})")
     if not np.isfinite(gap):
         reasons.append("objective is not finite")
     elif gap > objective_rtol:
@@ -106,7 +106,7 @@ def report(solution: Solution, theory: TheorySolution | NoTheory | None = None) 
         "objective": float(solution.objective),
         "grad_norm": float(solution.grad_norm),
         "iterations": int(solution.iterations),
-        "status": STATUS_NAMES[int(solution.status)],
+        "status": Status(int(solution.status)).name,
         "seed_objectives": np.asarray(solution.seed_objectives).tolist(),
         "objective_spread": float(solution.objective_spread),
         "metrics": metrics,

@@ -33,6 +33,7 @@ either representation. Both forms therefore have the same minimum and the same m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -43,8 +44,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from . import _validation as V
+
 LOSSES = ("mse", "ce")
 BIASES = ("none", "free", "regularised")
+MAX_EXPLICIT_COLUMNS = 10_000_000
 
 
 class Problem(eqx.Module):
@@ -97,28 +101,6 @@ class Problem(eqx.Module):
         return jnp.sum(self.class_sizes, axis=-1)
 
 
-def _fail(name: str, value, allowed: str) -> ValueError:
-    return ValueError(f"{name}={value!r} is not allowed: {allowed}.")
-
-
-def _positive_floats(name: str, value, *, allow_zero: bool = False) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    if arr.ndim != 1 or arr.size == 0:
-        raise _fail(name, value, "expected a number or a non-empty list of numbers")
-    if not np.all(np.isfinite(arr)):
-        raise _fail(name, value, "every value must be finite")
-    bad = arr < 0 if allow_zero else arr <= 0
-    if np.any(bad):
-        raise _fail(name, value, "every value must be >= 0" if allow_zero else "every value must be > 0")
-    return arr
-
-
-def _positive_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise _fail(name, value, f"expected an integer >= {minimum}")
-    return int(value)
-
-
 def make_problem(
     loss: Literal["mse", "ce"],
     class_sizes: Sequence[float],
@@ -155,57 +137,44 @@ def make_problem(
 
     **Raises:** `ValueError` naming the parameter, the value and the allowed range.
     """
-    if loss not in LOSSES:
-        raise _fail("loss", loss, f"expected one of {LOSSES}")
-    sizes = _positive_floats("class_sizes", class_sizes)
-    num_classes = sizes.size
-    if num_classes < 2:
-        raise _fail("class_sizes", list(class_sizes), "expected at least K = 2 classes")
-    dim = _positive_int("dim", dim, 1)
-    lam_w_arr = _positive_floats("lam_w", lam_w)
+    V.choice("loss", loss, LOSSES)
+    sizes = V.class_sizes("class_sizes", class_sizes)
+    dim = V.integer("dim", dim, 1)
+    lam_w_arr = V.floats("lam_w", lam_w)
     if widths is None:
         if depth is None:
             depth = lam_w_arr.size if lam_w_arr.size > 1 else 1
-        depth = _positive_int("depth", depth, 1)
+        depth = V.integer("depth", depth, 1)
         widths = (dim,) * (depth - 1)
     else:
-        widths = tuple(widths)
-        for w in widths:
-            _positive_int("widths", w, 1)
-        if depth is not None and _positive_int("depth", depth, 1) != len(widths) + 1:
-            raise _fail("widths", list(widths), f"expected depth - 1 = {depth - 1} hidden widths")
+        widths = V.integers("widths", widths, 1)
+        if depth is not None and V.integer("depth", depth, 1) != len(widths) + 1:
+            raise V.fail("widths", list(widths), f"expected depth - 1 = {depth - 1} hidden widths")
         depth = len(widths) + 1
-    if lam_w_arr.size == 1:
-        lam_w_arr = np.full(depth, lam_w_arr[0])
-    elif lam_w_arr.size != depth:
-        raise _fail("lam_w", list(lam_w_arr), f"expected one value or L = {depth} values (W_1..W_L)")
-    lam_h_arr = _positive_floats("lam_h", lam_h)
-    if lam_h_arr.size != 1:
-        raise _fail("lam_h", lam_h, "expected one number > 0")
+    lam_w_arr = V.floats("lam_w", lam_w, length=depth)
+    lam_h_value = V.positive("lam_h", lam_h)
     if lam_b is not None and free_bias:
-        raise _fail("lam_b", lam_b, "a regularised bias (lam_b) and free_bias=True exclude each other")
+        raise V.fail("lam_b", lam_b, "a regularised bias (lam_b) and free_bias=True exclude each other")
     if lam_b is not None:
-        lam_b_arr = _positive_floats("lam_b", lam_b)
-        if lam_b_arr.size != 1:
-            raise _fail("lam_b", lam_b, "expected one number > 0")
+        lam_b_value = V.positive("lam_b", lam_b)
         bias = "regularised"
     else:
-        lam_b_arr = np.ones(1)
+        lam_b_value = 1.0
         bias = "free" if free_bias else "none"
     if per_class is not None:
         if columns is not None:
-            raise _fail("columns", columns, "columns (explicit padding) cannot be combined with per_class")
-        m = _positive_int("per_class", per_class, 1)
+            raise V.fail("columns", columns, "columns (explicit padding) cannot be combined with per_class")
+        m = V.integer("per_class", per_class, 1)
         weights = np.repeat(sizes[:, None] / m, m, axis=1)
     else:
         if not np.all(sizes == np.round(sizes)):
-            raise _fail("class_sizes", list(class_sizes), "explicit mode needs integer class sizes "
-                        "(use per_class for weighted mode)")
+            raise V.fail("class_sizes", sizes, "explicit mode needs integer class sizes "
+                         "(use per_class for weighted mode)")
         largest = int(sizes.max())
-        if largest > 10_000_000:
-            raise _fail("class_sizes", list(class_sizes), "explicit mode allows n_k <= 10^7 columns "
-                        "(use per_class for weighted mode)")
-        m = largest if columns is None else _positive_int("columns", columns, largest)
+        if largest > MAX_EXPLICIT_COLUMNS:
+            raise V.fail("class_sizes", sizes, f"explicit mode allows n_k <= {MAX_EXPLICIT_COLUMNS:.0e} "
+                         "columns (use per_class for weighted mode)")
+        m = largest if columns is None else V.integer("columns", columns, largest)
         weights = (np.arange(m)[None, :] < sizes[:, None]).astype(np.float64)
     dtype = jnp.zeros(()).dtype if dtype is None else dtype
 
@@ -216,8 +185,8 @@ def make_problem(
         class_sizes=leaf(sizes),
         column_weights=leaf(weights),
         lam_w=leaf(lam_w_arr),
-        lam_h=leaf(lam_h_arr[0]),
-        lam_b=leaf(lam_b_arr[0]),
+        lam_h=leaf(lam_h_value),
+        lam_b=leaf(lam_b_value),
         loss=loss,
         bias=bias,
         nonneg=bool(nonneg),
@@ -234,13 +203,13 @@ def stack_problems(problems: Sequence[Problem]) -> Problem:
     to a common width with `make_problem(..., columns=...)`).
     """
     if len(problems) == 0:
-        raise _fail("problems", [], "expected at least one problem")
+        raise V.fail("problems", [], "expected at least one problem")
     first = problems[0]
     ref = jax.tree.structure(first), [x.shape for x in jax.tree.leaves(first)]
     for i, p in enumerate(problems):
         if (jax.tree.structure(p), [x.shape for x in jax.tree.leaves(p)]) != ref:
-            raise _fail(f"problems[{i}]", "...", "every problem in a batch must share loss, bias, nonneg, "
-                        "dim, widths and array shapes (pad with columns=...)")
+            raise V.fail(f"problems[{i}]", "...", "every problem in a batch must share loss, bias, nonneg, "
+                         "dim, widths and array shapes (pad with columns=...)")
     return jax.tree.map(lambda *xs: jnp.stack(xs), *problems)
 
 
@@ -249,29 +218,20 @@ def batch_size(problem: Problem) -> int:
     return math.prod(problem.lam_h.shape)
 
 
-# ---- Presets: the papers' variants as thin constructors over `make_problem`. -------------------------
+def pad_columns(problem: Problem, columns: int) -> Problem:
+    """An explicit (unbatched) problem widened to `columns` columns per class; the new columns weigh 0,
+    so the objective and the minimisers do not change. Problems of different class sizes padded to one
+    width share one compiled program (`stack_problems`)."""
+    if problem.weighted:
+        raise V.fail("columns", columns, "weighted problems (per_class) have a fixed width; pad explicit ones")
+    current = problem.columns_per_class
+    V.integer("columns", columns, current)
+    weights = jnp.pad(problem.column_weights, ((0, 0), (0, columns - current)))
+    return dataclasses.replace(problem, column_weights=weights)
 
 
-def plain_mse(class_sizes, dim, *, lam_w, lam_h, **kw) -> Problem:
-    """Plain MSE UFM without bias (Dang et al. 2023, Thm 4.1 / Liu 2024 model 4.1)."""
-    return make_problem("mse", class_sizes, dim, lam_w=lam_w, lam_h=lam_h, **kw)
-
-
-def biased_mse(class_sizes, dim, *, lam_w, lam_h, **kw) -> Problem:
-    """MSE UFM with a free, unregularised bias (Liu 2024 model 4.2; `L >= 2` with `widths`: model 4.3)."""
-    return make_problem("mse", class_sizes, dim, lam_w=lam_w, lam_h=lam_h, free_bias=True, **kw)
-
-
-def deep_linear_mse(class_sizes, dim, *, lam_w, lam_h, depth=None, **kw) -> Problem:
-    """Deep-linear (L-extended) MSE UFM without bias (Dang et al. 2023, Thm 4.4)."""
-    return make_problem("mse", class_sizes, dim, lam_w=lam_w, lam_h=lam_h, depth=depth, **kw)
-
-
-def ce(class_sizes, dim, *, lam_w, lam_h, lam_b=None, **kw) -> Problem:
-    """Cross-entropy UFM, bias-free or with regularised bias (Hong & Ling 2023, eq. 2.1)."""
-    return make_problem("ce", class_sizes, dim, lam_w=lam_w, lam_h=lam_h, lam_b=lam_b, **kw)
-
-
-def relu_ce(class_sizes, dim, *, lam_w, lam_h, **kw) -> Problem:
-    """Cross-entropy UFM with non-negative features `H >= 0`, no bias (Dang et al. 2024, eq. 3)."""
-    return make_problem("ce", class_sizes, dim, lam_w=lam_w, lam_h=lam_h, nonneg=True, **kw)
+def structure(problem: Problem) -> tuple:
+    """What selects a compiled program: the static options and every leaf's shape and dtype (hashable).
+    Problems with equal structures stack into one batch."""
+    leaves, treedef = jax.tree.flatten(problem)
+    return treedef, tuple((x.shape, str(x.dtype)) for x in leaves)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from typing import Annotated, Optional
@@ -14,7 +15,6 @@ from .sweep import _cli as _sweep_cli
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Solve unconstrained feature models of neural collapse and check them against theory.")
 
-_SOLVERS = ("lbfgs", "lockstep", "gd", "adam", "pg")
 
 
 @app.callback()
@@ -105,7 +105,9 @@ def solve(
     seeds: Annotated[int, typer.Option(help="Random starts; the best is reported.")] = 1,
     x64: Annotated[bool, typer.Option("--x64", help="Float64 (needed to certify against theory).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    solver: Annotated[str, typer.Option(help="lbfgs, lockstep, gd, adam or pg (projected gradient).")] = "",
+    solver: Annotated[str, typer.Option(help="auto (L-BFGS; projected gradient for --nonneg), lbfgs, "
+                                        "lockstep_lbfgs, gradient_descent, adam, projected_gradient; "
+                                        "short forms lockstep, gd, pg.")] = "auto",
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Iteration limit.")] = None,
     gtol: Annotated[Optional[float], typer.Option(help="Gradient-norm tolerance.")] = None,
     init_scale: Annotated[float, typer.Option("--init-scale", help="Scale of the random starts.")] = 1.0,
@@ -143,26 +145,13 @@ def solve(
 
 
 def _make_solver(name: str, problem, max_steps, gtol):
-    import ufm_jax as u
-    from ufm_jax.solve import default_solver
+    from ufm_jax.solve import make_solver
 
-    if name not in ("",) + _SOLVERS:
-        raise ValueError(f"--solver={name!r} is not allowed: expected one of {', '.join(_SOLVERS)}.")
-    cls = {"lbfgs": u.LBFGS, "lockstep": u.LockstepLBFGS, "gd": u.GradientDescent, "adam": u.Adam,
-           "pg": u.ProjectedGradient}.get(name)
-    base = default_solver(problem) if cls is None else cls()
-    changes = {}
-    if max_steps is not None:
-        if max_steps < 1:
-            raise ValueError(f"--max-steps={max_steps} is not allowed: expected an integer >= 1.")
-        changes["max_steps"] = max_steps
-    if gtol is not None:
-        if not gtol > 0:
-            raise ValueError(f"--gtol={gtol} is not allowed: expected a number > 0.")
-        changes["gtol"] = gtol
-    import dataclasses
-
-    return dataclasses.replace(base, **changes) if changes else base
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"--max-steps={max_steps} is not allowed: expected an integer >= 1.")
+    if gtol is not None and not (math.isfinite(gtol) and gtol > 0):
+        raise ValueError(f"--gtol={gtol} is not allowed: expected a finite number > 0.")
+    return make_solver(name, problem, "--solver", max_steps=max_steps, gtol=gtol)
 
 
 def _print_report(report: dict) -> None:

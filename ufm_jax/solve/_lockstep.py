@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from .. import _validation as V
 from ._minimise import default_gtol
 from ._solvers import AbstractSolver
 
@@ -121,14 +122,16 @@ class LockstepLBFGS(AbstractSolver):
     armijo: float = 1e-4
     f_rtol: float = 1e-14
     supports_projection: ClassVar[bool] = False
+    name: ClassVar[str] = "lockstep_lbfgs"
+    aliases: ClassVar[tuple[str, ...]] = ("lockstep",)
 
     def __check_init__(self):
         if not (0 < self.shrink < 1):
-            raise ValueError(f"shrink={self.shrink!r} is not allowed: expected a number in (0, 1).")
-        for name in ("memory_size", "num_trials", "max_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is not allowed: expected an integer >= 1.")
+            raise V.fail("shrink", self.shrink, "expected a number in (0, 1)")
+        if not (0 < self.armijo < 1):
+            raise V.fail("armijo", self.armijo, "expected a number in (0, 1)")
+        V.integer("memory_size", self.memory_size, 1)
+        V.integer("num_trials", self.num_trials, 1)
 
     def init_batch(self, fn, problems, x, value, grad) -> _LockstepState:
         dtype = x.dtype

@@ -11,12 +11,8 @@ from jaxtyping import Array, Float, Int, PyTree
 from .._params import Params
 from .._problem import Problem
 from ..losses import objective
-from . import _results as R
+from ._results import RUNNING, Status
 from ._solvers import AbstractSolver, where_rows
-
-# Incremented each time the single-problem solve is traced: tests use it to prove that new λ's or
-# class sizes reuse the compiled program.
-TRACE_COUNT = [0]
 
 
 def _scales(problem: Problem) -> Params:
@@ -144,7 +140,6 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
     than `Q ×` their maximum, with no recompilation. The parameters are flattened to one vector per
     problem, `x` of shape `(slots, n)`: the solvers' memory and the batch arithmetic are dense arrays.
     """
-    TRACE_COUNT[0] += 1
     dtype = problems.lam_h.dtype
     gtol = default_gtol(dtype) if solver.gtol is None else solver.gtol
     total = problems.lam_h.shape[0]
@@ -156,10 +151,10 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
         gnorm = _stationarity(x, grad, project)
         finite = jnp.isfinite(value) & jnp.isfinite(gnorm)
         status = jnp.where(
-            ~finite, R.NONFINITE,
-            jnp.where(value > limit, R.DIVERGED,
-                      jnp.where(gnorm <= gtol, R.CONVERGED,
-                                jnp.where(steps >= solver.max_steps, R.MAX_STEPS, R._RUNNING))))
+            ~finite, Status.nonfinite,
+            jnp.where(value > limit, Status.diverged,
+                      jnp.where(gnorm <= gtol, Status.converged,
+                                jnp.where(steps >= solver.max_steps, Status.max_steps, RUNNING))))
         return gnorm, status
 
     def gather(index):
@@ -188,7 +183,7 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
 
     def body(carry):
         slot, out, next_index = carry
-        active = (slot.status == R._RUNNING) & (slot.index < total)
+        active = (slot.status == RUNNING) & (slot.index < total)
         x, value, grad, state = solver.step_batch(fn, project, slot.problem, slot.x, slot.value,
                                                   slot.grad, slot.state, active)
         steps = slot.steps + active
@@ -199,7 +194,7 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
                       jnp.where(ok[:, None], x, slot.last_x), jnp.where(ok, value, slot.last_value))
 
         # Stopped problems write their result out ...
-        done = (slot.status != R._RUNNING) & (slot.index < total)
+        done = (slot.status != RUNNING) & (slot.index < total)
         where = jnp.where(done, slot.index, total)  # out of range: dropped
         put = lambda a, b: a.at[where].set(b, mode="drop")  # noqa: E731
         out = SingleResult(put(out.params, slot.last_x), put(out.objective, slot.last_value),

@@ -1,28 +1,44 @@
-"""Status codes of a solve, one per problem (and per random start)."""
+"""Why a solve stopped: one enumeration, used by solvers, results, checks, sweeps and the CLI."""
 
 from __future__ import annotations
 
-import equinox as eqx
+import enum
+
 import numpy as np
 
 
-class RESULTS(eqx.Enumeration):
-    """Why a solve stopped. Batched results store the integer code (`STATUS_NAMES` order)."""
+class Status(enum.IntEnum):
+    """Why a solve stopped, one code per problem (and per random start).
 
-    converged = "the gradient norm reached gtol"
-    max_steps = "max_steps was reached before the gradient norm reached gtol"
-    nonfinite = "the objective or its gradient became non-finite"
-    diverged = "the objective grew beyond 1e6 times its starting size"
+    An `IntEnum`, not an `eqx.Enumeration`: batched results and sweep datasets store the code as a plain
+    integer array (`Status(code)` reads one back, `Status.names(codes)` a whole array), and the compiled
+    loop compares integers. `RUNNING` is internal to the loop and never returned.
+    """
+
+    converged = 0
+    max_steps = 1
+    nonfinite = 2
+    diverged = 3
+
+    @property
+    def message(self) -> str:
+        """One sentence saying what the code means."""
+        return _MESSAGES[self]
+
+    @classmethod
+    def names(cls, codes) -> np.ndarray:
+        """The member names of an array of codes (same shape, dtype `str`)."""
+        codes = np.asarray(codes)
+        table = np.asarray([member.name for member in cls])
+        return table[codes]
 
 
-STATUS_NAMES: tuple[str, ...] = ("converged", "max_steps", "nonfinite", "diverged")
-CONVERGED, MAX_STEPS, NONFINITE, DIVERGED = range(4)
-# Internal: still iterating.
-_RUNNING = -1
+_MESSAGES = {
+    Status.converged: "the (projected) gradient norm reached gtol",
+    Status.max_steps: "max_steps was reached before the gradient norm reached gtol",
+    Status.nonfinite: "the objective or its gradient became non-finite (the last finite iterate is kept)",
+    Status.diverged: "the objective grew beyond 1e6 times its starting size",
+}
 
-
-def status_name(code) -> str | np.ndarray:
-    """The name of an integer status code, or an array of names for an array of codes."""
-    names = np.asarray(STATUS_NAMES, dtype=object)
-    out = names[np.asarray(code)]
-    return str(out) if np.ndim(out) == 0 else out
+# Internal to the solve loop: still iterating.
+RUNNING = -1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import equinox as eqx
@@ -11,11 +12,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .. import _validation as V
 from .._params import Params, init_params
 from .._problem import Problem, batch_size
-from . import _results as R
 from ._minimise import SingleResult, minimise_batch
-from ._solvers import LBFGS, AbstractSolver, ProjectedGradient
+from ._registry import check_solver, default_solver
+from ._results import Status
+from ._solvers import AbstractSolver
 
 
 class Solution(eqx.Module):
@@ -29,7 +32,7 @@ class Solution(eqx.Module):
     - `objective`: its objective value.
     - `grad_norm`: its (projected) gradient norm in balanced coordinates (see `minimise_batch`).
     - `iterations`: its iteration count.
-    - `status`: its integer status code (`ufm_jax.STATUS_NAMES`: converged, max_steps, nonfinite, diverged).
+    - `status`: its integer status code (`ufm_jax.Status`: converged, max_steps, nonfinite, diverged).
     - `seed_objectives`, `seed_status`: every start's objective and status, shape `(..., seeds)`.
     - `objective_spread`: max − min objective over the starts that ended finite (0 for one start). A large
       spread flags traps (the deep-linear origin, dead ReLU classes): see the theory check.
@@ -50,7 +53,7 @@ class Solution(eqx.Module):
 
     @property
     def converged(self) -> Array:
-        return self.status == R.CONVERGED
+        return self.status == Status.converged
 
     def __getitem__(self, index) -> "Solution":
         """The solution of problem `index` of a batch."""
@@ -58,22 +61,6 @@ class Solution(eqx.Module):
         return eqx.combine(jax.tree.map(lambda x: x[index], dynamic), static)
 
 
-def _check_solver(problem: Problem, solver: AbstractSolver) -> None:
-    if not isinstance(solver, AbstractSolver):
-        raise ValueError(f"solver={solver!r} is not allowed: expected an ufm_jax solver instance "
-                         "(LBFGS, LockstepLBFGS, GradientDescent, Adam, ProjectedGradient).")
-    if problem.nonneg and not solver.supports_projection:
-        raise ValueError(f"solver={type(solver).__name__} is not allowed for nonneg=True problems: "
-                         "L-BFGS has no projection; use ProjectedGradient (the default), "
-                         "GradientDescent or Adam.")
-
-
-def default_solver(problem: Problem) -> AbstractSolver:
-    """L-BFGS, or the spectral projected gradient method when `H >= 0`."""
-    return ProjectedGradient() if problem.nonneg else LBFGS()
-
-
-_COMPILED: dict = {}
 # Problems iterated at a time per device. 256 weighted CE problems (K = 10, d = 16) on 2 CPU cores, one
 # device each, three runs (`benchmarks/bench_throughput.py`, slots_scan): 4 slots 717–1347 problems/s,
 # 8: 1027–1300, 16: 956–1266, 32: 1018–1332, 64: 874–1028, all 256 at once: 647–921.
@@ -170,17 +157,14 @@ def solve(
 
     **Raises:** `ValueError` for a bad `seeds`, `init_scale`, `key` or solver, before anything is compiled.
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
-        raise ValueError(f"seeds={seeds!r} is not allowed: expected an integer >= 1.")
-    if not (np.isfinite(init_scale) and init_scale > 0):
-        raise ValueError(f"init_scale={init_scale!r} is not allowed: expected a finite number > 0.")
+    V.integer("seeds", seeds, 1)
+    V.positive("init_scale", init_scale)
     if start is not None and seeds != 1:
-        raise ValueError(f"seeds={seeds} is not allowed with an explicit start: expected 1.")
-    if slots is not None and (isinstance(slots, bool) or not isinstance(slots, (int, np.integer))
-                              or slots < 1):
-        raise ValueError(f"slots={slots!r} is not allowed: expected an integer >= 1 or None.")
+        raise V.fail("seeds", seeds, "expected 1 with an explicit start")
+    if slots is not None:
+        V.integer("slots", slots, 1)
     solver = default_solver(problem) if solver is None else solver
-    _check_solver(problem, solver)
+    check_solver(problem, solver)
 
     batched = problem.lam_h.ndim == 1
     num = batch_size(problem)
@@ -197,7 +181,7 @@ def solve(
     out, compile_s, solve_s = _run(solver, flat_problem, flat_start, shard, total, slots)
 
     out = jax.tree.map(lambda x: x.reshape(num, seeds, *x.shape[1:]), out)
-    finite = np.isfinite(out.objective) & (out.status != R.NONFINITE)
+    finite = np.isfinite(out.objective) & (out.status != Status.nonfinite)
     best = np.argmin(np.where(finite, out.objective, np.inf), axis=1)
     rows = np.arange(num)
     pick = lambda x: jnp.asarray(x[rows, best])  # noqa: E731
@@ -242,32 +226,32 @@ def _run(solver, flat_problem, flat_start, shard: bool, total: int,
     else:
         args = jax.tree.map(jnp.asarray, args)
 
-    dynamic, static = eqx.partition(args, eqx.is_array)
+    leaves, treedef = jax.tree.flatten(args)
+    avals = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+                  for x in leaves)
     slots = min(slots, padded // num_devices)
-    signature = (solver, static, jax.tree.map(lambda x: (x.shape, x.dtype, getattr(x, "sharding", None)),
-                                              dynamic), shard, slots)
+    mesh = sharding.mesh if shard and num_devices > 1 else None
     t0 = time.perf_counter()
-    compiled = _COMPILED.get(_hashable(signature))
-    if compiled is None:
-
-        def run(dyn):
-            prob, st = eqx.combine(dyn, static)
-            return minimise_batch(prob, st, solver, slots)
-
-        if shard and num_devices > 1:
-            # Each device runs its own loop over its shard: it stops when its own problems are done,
-            # and no device waits on another's slowest problem.
-            run = jax.shard_map(run, mesh=sharding.mesh, in_specs=PartitionSpec("batch"),
-                                out_specs=PartitionSpec("batch"), check_vma=False)
-        compiled = jax.jit(run).lower(dynamic).compile()
-        _COMPILED[_hashable(signature)] = compiled
+    compiled = _compiled(solver, treedef, avals, mesh, slots)
     t1 = time.perf_counter()
-    out: SingleResult = jax.block_until_ready(compiled(dynamic))
+    out: SingleResult = jax.block_until_ready(compiled(leaves))
     t2 = time.perf_counter()
     return jax.tree.map(lambda x: _gather(x)[:total], out), t1 - t0, t2 - t1
 
 
-def _hashable(obj):
-    """A hashable key for the compile cache (shardings and dtypes hash; shapes are tuples)."""
-    leaves, treedef = jax.tree.flatten(obj, is_leaf=lambda x: isinstance(x, tuple) and len(x) == 3)
-    return treedef, tuple(leaves)
+@functools.lru_cache(maxsize=64)
+def _compiled(solver: AbstractSolver, treedef, avals: tuple, mesh: Mesh | None, slots: int):
+    """The compiled solve loop for one structure: solver (hashable: its fields are static numbers),
+    problem and start treedef (it carries the problem's static options), leaf shapes, dtypes and
+    shardings, device mesh and slot count. Bounded: a long session with many shapes keeps the last 64."""
+
+    def run(leaves):
+        problems, starts = jax.tree.unflatten(treedef, leaves)
+        return minimise_batch(problems, starts, solver, slots)
+
+    if mesh is not None:
+        # Each device runs its own loop over its shard: it stops when its own problems are done, and no
+        # device waits on another's slowest problem.
+        run = jax.shard_map(run, mesh=mesh, in_specs=PartitionSpec("batch"),
+                            out_specs=PartitionSpec("batch"), check_vma=False)
+    return jax.jit(run).lower(list(avals)).compile()

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, PyTree, Scalar
 
+from .. import _validation as V
+
 Fn = Callable[[PyTree], Scalar]
 Project = Callable[[PyTree], PyTree]
 
@@ -47,6 +49,14 @@ class AbstractSolver(eqx.Module):
     max_steps: eqx.AbstractVar[int]
     gtol: eqx.AbstractVar[float | None]
     supports_projection: eqx.AbstractClassVar[bool]
+    # The registry name (CLI `--solver` = config `solver.method`) and its short aliases.
+    name: eqx.AbstractClassVar[str]
+    aliases: eqx.AbstractClassVar[tuple[str, ...]]
+
+    def __check_init__(self):
+        V.integer("max_steps", self.max_steps, 1)
+        if self.gtol is not None:
+            V.positive("gtol", self.gtol)
 
     @abc.abstractmethod
     def init(self, fn: Fn, x, value, grad): ...
@@ -109,6 +119,12 @@ class LBFGS(_OptaxSolver):
     max_linesearch_steps: int = 30
     supports_projection: ClassVar[bool] = False
     evaluates_in_linesearch: ClassVar[bool] = True
+    name: ClassVar[str] = "lbfgs"
+    aliases: ClassVar[tuple[str, ...]] = ()
+
+    def __check_init__(self):
+        V.integer("memory_size", self.memory_size, 1)
+        V.integer("max_linesearch_steps", self.max_linesearch_steps, 1)
 
     def transformation(self):
         linesearch = optax.scale_by_zoom_linesearch(
@@ -125,11 +141,17 @@ class GradientDescent(_OptaxSolver):
     max_steps: int = 100_000
     gtol: float | None = None
     supports_projection: ClassVar[bool] = True
+    evaluates_in_linesearch: ClassVar[bool] = False
+    name: ClassVar[str] = "gradient_descent"
+    aliases: ClassVar[tuple[str, ...]] = ("gd",)
+
+    def __check_init__(self):
+        V.positive("learning_rate", self.learning_rate)
+        if self.momentum is not None and not (0 <= self.momentum < 1):
+            raise V.fail("momentum", self.momentum, "expected a number in [0, 1) or None")
 
     def transformation(self):
         return optax.sgd(self.learning_rate, momentum=self.momentum)
-
-    evaluates_in_linesearch: ClassVar[bool] = False
 
 
 class Adam(_OptaxSolver):
@@ -139,11 +161,15 @@ class Adam(_OptaxSolver):
     max_steps: int = 100_000
     gtol: float | None = None
     supports_projection: ClassVar[bool] = True
+    evaluates_in_linesearch: ClassVar[bool] = False
+    name: ClassVar[str] = "adam"
+    aliases: ClassVar[tuple[str, ...]] = ()
+
+    def __check_init__(self):
+        V.positive("learning_rate", self.learning_rate)
 
     def transformation(self):
         return optax.adam(self.learning_rate)
-
-    evaluates_in_linesearch: ClassVar[bool] = False
 
 
 class _SPGState(eqx.Module):
@@ -166,6 +192,16 @@ class ProjectedGradient(AbstractSolver):
     alpha_max: float = 1e10
     max_backtracks: int = 40
     supports_projection: ClassVar[bool] = True
+    name: ClassVar[str] = "projected_gradient"
+    aliases: ClassVar[tuple[str, ...]] = ("pg",)
+
+    def __check_init__(self):
+        V.integer("memory", self.memory, 1)
+        V.integer("max_backtracks", self.max_backtracks, 1)
+        if not 0 < self.gamma < 1:
+            raise V.fail("gamma", self.gamma, "expected a number in (0, 1)")
+        if not 0 < self.alpha_min <= self.alpha_max:
+            raise V.fail("alpha_min", self.alpha_min, f"expected 0 < alpha_min <= alpha_max = {self.alpha_max}")
 
     def init(self, fn, x, value, grad):
         alpha = 1 / jnp.maximum(jnp.sqrt(tree_dot(grad, grad)), 1.0)

@@ -131,9 +131,9 @@ def threshold(
         cfg = dataclasses.replace(cfg, axes=tuple((n, v) for n, v in cfg.axes if n != along))
 
     def show(x, value, status):
-        from ..solve import STATUS_NAMES
+        from ..solve import Status
 
-        typer.echo(f"  {along} = {x:.6g}: {value:.3e} ({STATUS_NAMES[status]})", err=True)
+        typer.echo(f"  {along} = {x:.6g}: {value:.3e} ({Status(status).name})", err=True)
 
     try:
         result = find_threshold(cfg, axis=along, lo=lo, hi=hi, metric=metric, level=level, rtol=rtol,

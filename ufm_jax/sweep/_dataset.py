@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from .. import __version__
-from ..solve import _results as R
+from ..solve import Status
 from ._config import SweepConfig
 from ._runner import atomic_write
 
@@ -94,7 +94,7 @@ def build_dataset(config: SweepConfig, points, records: list[dict], chunks: list
         "fingerprint": config.fingerprint(),
         "config_toml": config.to_toml(),
         "config_json": config.to_json(),
-        "status_names": json.dumps(list(R.STATUS_NAMES)),
+        "status_names": json.dumps([s.name for s in Status]),
         "axes": json.dumps(list(dims)),
     }
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
@@ -119,7 +119,7 @@ def build_dataset(config: SweepConfig, points, records: list[dict], chunks: list
 def count(ds: xr.Dataset) -> tuple[int, int, int]:
     """(certified, not certified, failed): failed = the solver did not converge."""
     status = np.asarray(ds["status"]).ravel()
-    failed = status != R.CONVERGED
+    failed = status != Status.converged
     cert = np.asarray(ds["certified"]).ravel().astype(bool) if "certified" in ds else np.zeros_like(failed)
     certified = int(np.sum(cert & ~failed))
     return certified, int(status.size - certified - failed.sum()), int(failed.sum())
@@ -202,7 +202,7 @@ def report(ds: xr.Dataset) -> str:
              "(failed: the solver did not converge).", ""]
     status = np.asarray(ds["status"])
     cert = np.asarray(ds["certified"]).astype(bool) if "certified" in ds else np.zeros(status.shape, bool)
-    bad = [idx for idx in np.ndindex(*status.shape) if not (cert[idx] and status[idx] == R.CONVERGED)]
+    bad = [idx for idx in np.ndindex(*status.shape) if not (cert[idx] and status[idx] == Status.converged)]
     if not bad:
         lines.append("Every point is certified.")
         return "\n".join(lines) + "\n"
@@ -215,7 +215,7 @@ def report(ds: xr.Dataset) -> str:
         for x in cols:
             v = np.asarray(ds[x])[idx]
             if x == "status":
-                v = R.STATUS_NAMES[int(v)]
+                v = Status(int(v)).name
             elif isinstance(v, (float, np.floating)):
                 v = f"{float(v):.3g}"
             cells.append(str(v).replace("|", "\\|").replace("\n", " ") or "—")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._families import phase_boundaries
+from .._problem import make_problem
 from ._config import AXES, validate
 from ._grid import expand
 
@@ -26,56 +28,10 @@ _FALLBACK_METRICS = ("minority_logit_spread", "nc1", "gap", "mean_norms")
 
 def boundaries(spec: dict) -> dict[str, float]:
     """The theory's phase boundaries of one point's family, in `λ_Z` units (empty if none applies)."""
-    try:
-        from ..theory import phase_boundaries
-    except ImportError:
-        return {}
-    n = np.asarray(spec["class_sizes"])
-    rho = float(spec.get("lam_ratio", 1.0))
-    depth = len(spec["widths"]) + 1
-    out: dict[str, float] = {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if spec["loss"] == "ce" and spec["nonneg"]:
-                res = phase_boundaries("relu_ce", class_sizes=n, lam_w=1.0, lam_h=1.0)
-                for k, value in _per_size(n, np.sqrt(res["dead_lam_product"])):
-                    out[f"class {k} dead"] = value
-            elif spec["loss"] == "ce" and depth == 1:
-                values, counts = np.unique(n, return_counts=True)
-                if values.size == 2 and np.all(counts >= 2):
-                    n_b, n_a = values
-                    k_b, k_a = (int(counts[0]), int(counts[1]))
-                    res = phase_boundaries("ce_two_cluster", k_a=k_a, n_a=n_a, k_b=k_b, n_b=n_b,
-                                           lam_b=spec.get("lam_b"))
-                    out = {k.replace("_", " "): float(v) for k, v in res.items()
-                           if not k.endswith("_xi") and np.isfinite(v)}
-            elif spec["loss"] == "mse" and not spec["free_bias"] and not spec["nonneg"]:
-                res = phase_boundaries("deep_linear_mse", class_sizes=n, dim=spec["dim"],
-                                       widths=spec["widths"], lam_w_ratio=math.sqrt(rho),
-                                       lam_h_ratio=1 / math.sqrt(rho))
-                for k, value in _per_size(n, res["class_vanishing"]):
-                    out[f"class {k} vanishing"] = value
-            elif spec["loss"] == "mse" and spec["free_bias"]:
-                res = phase_boundaries("mse_free_bias", class_sizes=n, dim=spec["dim"],
-                                       widths=spec["widths"], lam_w=math.sqrt(rho), lam_h=1 / math.sqrt(rho))
-                for j, value in enumerate(np.asarray(res["direction_vanishing"])):
-                    if value > 0:
-                        out[f"direction {j + 1} vanishing"] = float(value)
-    except (ValueError, TypeError, ArithmeticError):
-        return {}
-    return out
-
-
-def _per_size(n: np.ndarray, values) -> list[tuple[int, float]]:
-    """One `(class number, boundary)` per distinct class size (the first class of that size, 1-based), so
-    a boundary keeps its name when a sweep varies the sizes."""
-    values = np.asarray(values, dtype=np.float64)
-    seen: dict[float, tuple[int, float]] = {}
-    for k, (size, v) in enumerate(zip(n, values)):
-        if v > 0 and np.isfinite(v):
-            seen.setdefault(float(size), (k + 1, float(v)))
-    return sorted(seen.values())
+    problem = make_problem(spec["loss"], spec["class_sizes"], spec["dim"], lam_w=spec["lam_w"],
+                           lam_h=spec["lam_h"], lam_b=spec["lam_b"], free_bias=spec["free_bias"],
+                           widths=spec["widths"], nonneg=spec["nonneg"], per_class=1)
+    return phase_boundaries(problem)
 
 
 def _specs(ds) -> tuple[dict, list]:

@@ -35,10 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import __version__
+from .._check import check
+from .._families import analytic_solution
 from .._problem import stack_problems
-from ..solve import Solution, default_solver, solve
-from ..solve import _results as R
-from ..solve import LBFGS, Adam, GradientDescent, LockstepLBFGS, ProjectedGradient
+from ..solve import Solution, Status, make_solver as _make_solver, solve
 from ._config import SweepConfig
 from ._grid import Group, expand, groups
 
@@ -74,13 +74,8 @@ def is_writer() -> bool:
 
 def make_solver(config: SweepConfig, problem):
     s = config.solver
-    kw = {k: s[k] for k in ("max_steps", "gtol") if k in s}
-    method = s["method"]
-    if method == "auto":
-        return type(default_solver(problem))(**kw)
-    cls = {"lbfgs": LBFGS, "lockstep_lbfgs": LockstepLBFGS, "projected_gradient": ProjectedGradient,
-           "gradient_descent": GradientDescent, "adam": Adam}[method]
-    return cls(**kw)
+    return _make_solver(s["method"], problem, "solver.method", max_steps=s.get("max_steps"),
+                        gtol=s.get("gtol"))
 
 
 def _metrics(params, problem) -> dict:
@@ -134,50 +129,15 @@ def _scalar(v):
 
 
 def theory_columns(solution: Solution, i: int) -> dict:
-    """`ufm_jax.check` of point `i` against `analytic_solution`, as scalars; {} if theory is absent."""
-    try:
-        from ..theory import analytic_solution
-    except ImportError:
-        return {}
-    try:
-        from .. import check
-    except ImportError:
-        check = None
+    """`ufm_jax.check` of point `i` against `analytic_solution`, as scalars."""
     sol_i = solution[i]
-    out: dict = {"theory_objective": np.nan, "gap": np.nan, "certified": False, "regime": "",
-                 "reason": ""}
-    try:
-        theory = analytic_solution(sol_i.problem)
-    except Exception as e:  # a theory that fails must not stop a sweep; the report says why
-        out["reason"] = f"analytic_solution raised {type(e).__name__}: {e}"
-        return out
-    if check is None:
-        obj = getattr(theory, "objective", None)
-        if obj is None:
-            out["reason"] = getattr(theory, "reason", "no theory")
-        else:
-            out["theory_objective"] = float(obj)
-            out["gap"] = float((float(sol_i.objective) - obj) / max(1.0, abs(obj)))
-            out["regime"] = theory.regime
-            out["reason"] = "ufm_jax.check is not available: not certified"
-        return out
-    try:
-        result = check(sol_i, theory)
-    except Exception as e:
-        out["reason"] = f"check raised {type(e).__name__}: {e}"
-        return out
-    if dataclasses.is_dataclass(result):
-        result = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
-    for key, value in list(result.items()):
-        if isinstance(value, dict):  # e.g. Check.geometry: one gap per invariant
-            result.update({f"{key}_{k}": v for k, v in value.items()})
-    for key, value in result.items():
-        v = _scalar(value)
-        if v is not None:
-            out[key] = v
-    out["certified"] = bool(out.get("certified", False))
-    out["regime"] = "" if out.get("regime") is None else str(out["regime"])
-    out["reason"] = "" if out.get("reason") is None else str(out["reason"])
+    theory = analytic_solution(sol_i.problem)
+    result = check(sol_i, theory)
+    out: dict = {"theory_objective": result.theory_objective, "gap": result.gap,
+                 "geometry_gap": result.geometry_gap, "certified": bool(result.certified),
+                 "regime": result.regime or "", "reason": result.reason,
+                 "objective_rtol": result.objective_rtol, "geometry_rtol": result.geometry_rtol}
+    out.update({f"geometry_{k}": float(v) for k, v in result.geometry.items()})
     return out
 
 
@@ -190,7 +150,7 @@ def chunk_records(config: SweepConfig, points, solution: Solution) -> dict[str, 
         "grad_norm": np.asarray(solution.grad_norm, np.float64),
         "iterations": np.asarray(solution.iterations, np.int64),
         "status": np.asarray(solution.status, np.int64),
-        "status_name": np.asarray([R.STATUS_NAMES[int(s)] for s in np.asarray(solution.status)]),
+        "status_name": Status.names(np.asarray(solution.status)),
         "objective_spread": np.asarray(solution.objective_spread, np.float64),
         "seed_objectives": np.asarray(solution.seed_objectives, np.float64),
         "seed_status": np.asarray(solution.seed_status, np.int64),

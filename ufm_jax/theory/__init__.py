@@ -1,13 +1,15 @@
-"""Analytic global minimisers of UFMs, where the papers give them (corrected as in docs/errata.md)."""
+"""Analytic global minimisers of UFMs, where the papers give them (corrected as in docs/errata.md).
 
-from ._boundaries import FAMILIES as FAMILIES
-from ._boundaries import phase_boundaries as phase_boundaries
+Each function takes plain numbers (class sizes, dimensions, λ's) and returns a `TheorySolution`, or raises
+`TheoremNotApplicable` when its theorem's conditions fail. Which one applies to a `Problem` is the family
+registry's business: `ufm_jax.analytic_solution(problem)`.
+"""
+
 from ._convex_ce import ce_convex_solution as ce_convex_solution
 from ._convex_ce import kkt_residual as kkt_residual
 from ._deep_linear import class_vanishing_lambdas as class_vanishing_lambdas
 from ._deep_linear import deep_linear_ce_balanced_solution as deep_linear_ce_balanced_solution
 from ._deep_linear import deep_linear_mse_solution as deep_linear_mse_solution
-from ._dispatch import analytic_solution as analytic_solution
 from ._hong_ling import ce_balanced_solution as ce_balanced_solution
 from ._hong_ling import ce_two_cluster_solution as ce_two_cluster_solution
 from ._hong_ling import ce_two_cluster_thresholds as ce_two_cluster_thresholds
@@ -18,4 +20,5 @@ from ._mse_bias import surviving_direction_thresholds as surviving_direction_thr
 from ._relu_ce import relu_ce_solution as relu_ce_solution
 from ._relu_ce import relu_dead_class_thresholds as relu_dead_class_thresholds
 from ._solution import NoTheory as NoTheory
+from ._solution import TheoremNotApplicable as TheoremNotApplicable
 from ._solution import TheorySolution as TheorySolution

@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._solution import TheorySolution, padded_singular_values
+from ._solution import TheoremNotApplicable, TheorySolution, padded_singular_values
 
 __all__ = ["ce_convex_solution", "kkt_residual"]
 
@@ -300,7 +300,7 @@ def ce_convex_solution(class_sizes, dim, lam_w, lam_h, lam_b=None, *, tol=1e-12,
         n = _sizes(class_sizes)
         K = n.size
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < K - 1:
-            raise ValueError(f"dim={dim!r} is not allowed: the convex reduction needs an integer d >= K - 1 "
+            raise TheoremNotApplicable(f"dim={dim!r} is not allowed: the convex reduction needs an integer d >= K - 1 "
                              f"= {K - 1} (the paper states d >= K; rank(Z̄*) <= K - 1 makes d = K - 1 exact).")
         dim = int(dim)
         lam_w = _positive("lam_w", lam_w)

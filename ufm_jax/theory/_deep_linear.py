@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import optimize
 
-from ._solution import TheorySolution, padded_singular_values
+from ._solution import TheoremNotApplicable, TheorySolution, padded_singular_values
 
 __all__ = [
     "deep_linear_mse_solution",
@@ -390,19 +390,23 @@ def deep_linear_ce_balanced_solution(
     """
     n_arr = _sizes(class_sizes)
     if not np.all(n_arr == n_arr[0]):
-        raise _fail("class_sizes", class_sizes, "Thm A.1 covers balanced classes only (all n_k equal)")
+        raise TheoremNotApplicable(f"class_sizes={class_sizes!r} is not allowed: Thm A.1 covers balanced "
+                                   "classes only (all n_k equal).")
     dim, widths = _dims(dim, widths)
     if bias not in ("none", "free", "regularised"):
         raise _fail("bias", bias, "expected 'none', 'free' or 'regularised'")
     num_classes = n_arr.size
     if dim < num_classes - 1:
-        raise _fail("dim", dim, f"Thm A.1 needs every layer dimension >= K - 1 = {num_classes - 1}")
+        raise TheoremNotApplicable(f"dim={dim!r} is not allowed: Thm A.1 needs every layer dimension "
+                                   f">= K - 1 = {num_classes - 1}.")
     if any(w < num_classes - 1 for w in widths):
-        raise _fail("widths", widths, f"Thm A.1 needs every layer dimension >= K - 1 = {num_classes - 1}")
+        raise TheoremNotApplicable(f"widths={widths!r} is not allowed: Thm A.1 needs every layer "
+                                   f"dimension >= K - 1 = {num_classes - 1}.")
     depth = len(widths) + 1
     if depth >= 2 and not allow_uncertified:
-        raise _fail("widths", widths, "Thm A.1 (deep CE) is not a global minimum for L >= 2 in general "
-                    "(erratum E-DL16); pass allow_uncertified=True for the ETF critical point")
+        raise TheoremNotApplicable(f"widths={widths!r} is not allowed: Thm A.1 (deep CE) is not a global "
+                                   "minimum for L >= 2 in general (erratum E-DL16); pass "
+                                   "allow_uncertified=True for the ETF critical point.")
     lam_w = _positive("lam_w", lam_w, depth)
     if np.size(lam_h) != 1:
         raise _fail("lam_h", lam_h, "expected one number > 0")

@@ -39,7 +39,8 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import logsumexp
 
-from ._solution import TheorySolution, padded_singular_values
+from .. import _validation as V
+from ._solution import TheoremNotApplicable, TheorySolution, padded_singular_values
 
 PAPER = "Hong & Ling 2023 (CE UFM, imbalanced data, arXiv 2309.09725)"
 REGIMES = ("full-rank", "minority-collapse", "minority-zero", "complete-collapse")
@@ -79,8 +80,9 @@ def _lam(name: str, value, *, allow_none: bool = False) -> float | None:
 
 
 def _check_dim(dim, num_classes: int) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < max(1, num_classes - 1):
-        raise ValueError(
+    V.integer("dim", dim, 1)
+    if dim < max(1, num_classes - 1):
+        raise TheoremNotApplicable(
             f"dim={dim!r} is not allowed: expected an integer >= K - 1 = {num_classes - 1} (the optimal "
             "mean logits have rank <= K - 1, so the convex reformulation is exact for d >= K - 1)."
         )
@@ -235,7 +237,8 @@ def ce_balanced_solution(class_sizes, dim: int, lam_w, lam_h, lam_b=None) -> The
     n = _sizes(class_sizes)
     K = n.size
     if not np.all(n == n[0]):
-        raise ValueError(f"class_sizes={class_sizes!r} is not allowed: the balanced case needs all n_k equal.")
+        raise TheoremNotApplicable(f"class_sizes={class_sizes!r} is not allowed: the balanced case needs "
+                                   "all n_k equal.")
     dim = _check_dim(dim, K)
     lw, lh = _lam("lam_w", lam_w), _lam("lam_h", lam_h)
     lb = _lam("lam_b", lam_b, allow_none=True)
@@ -473,7 +476,7 @@ def _block_matrix(is_a, a, b, c, d):
 def _two_clusters(n: np.ndarray):
     values = np.unique(n)
     if values.size != 2:
-        raise ValueError(
+        raise TheoremNotApplicable(
             f"class_sizes={n.tolist()!r} is not allowed: the two-cluster theorem needs exactly two distinct "
             f"class sizes (found {values.size})."
         )
@@ -481,7 +484,7 @@ def _two_clusters(n: np.ndarray):
     is_a = n == n_a
     k_a, k_b = int(is_a.sum()), int((~is_a).sum())
     if k_a < 2 or k_b < 2:
-        raise ValueError(
+        raise TheoremNotApplicable(
             f"class_sizes={n.tolist()!r} is not allowed: Hong & Ling's Thm 3.2 needs k_A >= 2 and k_B >= 2 "
             f"classes per cluster (got k_A={k_a} of size {n_a:g}, k_B={k_b} of size {n_b:g}); a cluster "
             "with a single class has no within-cluster subspace and is not covered."

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import brentq
 
-from .._problem import _fail, _positive_floats, _positive_int
+from .. import _validation as V
 from ._solution import TheorySolution, padded_singular_values
 
 SOURCE = (
@@ -40,24 +40,12 @@ SOURCE = (
 
 def _inputs(class_sizes, dim, widths, lam_w, lam_h):
     """Validate and return `(n, dims (d_0..d_L), λ_W per layer, λ_H)` as float64 NumPy."""
-    n = _positive_floats("class_sizes", class_sizes)
-    if n.size < 2:
-        raise _fail("class_sizes", list(np.atleast_1d(class_sizes)),
-                    "expected at least K = 2 classes")
-    dim = _positive_int("dim", dim, 1)
-    widths = tuple(widths)
-    for w in widths:
-        _positive_int("widths", w, 1)
+    n = V.class_sizes("class_sizes", class_sizes)
+    dim = V.integer("dim", dim, 1)
+    widths = V.integers("widths", widths, 1)
     depth = len(widths) + 1
-    lam_w_arr = _positive_floats("lam_w", lam_w)
-    if lam_w_arr.size == 1:
-        lam_w_arr = np.full(depth, lam_w_arr[0])
-    elif lam_w_arr.size != depth:
-        raise _fail("lam_w", list(lam_w_arr),
-                    f"expected one value or L = {depth} values (W_1..W_L)")
-    lam_h_arr = _positive_floats("lam_h", lam_h)
-    if lam_h_arr.size != 1:
-        raise _fail("lam_h", lam_h, "expected one number > 0")
+    lam_w_arr = V.floats("lam_w", lam_w, length=depth)
+    lam_h_arr = np.asarray([V.positive("lam_h", lam_h)])
     dims = (dim, *(int(w) for w in widths), n.size)
     return n, dims, lam_w_arr, float(lam_h_arr[0])
 

@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from ._solution import TheorySolution, padded_singular_values
+from ._solution import TheoremNotApplicable, TheorySolution, padded_singular_values
 
 SOURCE = (
     "Dang, Tran, Nguyen, Ho 2024 (UFM+ cross-entropy, imbalanced), Thm 1 + Prop 1 + Cor 4; "
@@ -187,7 +187,7 @@ def _check_dim(dim, K: int) -> int:
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
         raise ValueError(f"dim={dim!r} is not allowed: expected an integer >= K = {K}.")  # noqa: TRY004
     if dim < K:
-        raise ValueError(
+        raise TheoremNotApplicable(
             f"dim={dim!r} is not allowed: Theorem 1 of Dang et al. 2024 needs dim >= K = {K} "
             "(the case dim < K is open)."
         )

@@ -54,3 +54,12 @@ def padded_singular_values(values, length: int) -> np.ndarray:
     out = np.zeros(length)
     out[: min(length, values.size)] = values[:length]
     return out
+
+
+class TheoremNotApplicable(ValueError):
+    """A theorem's conditions do not hold for this problem (e.g. `d < K`, unequal class sizes).
+
+    The only error that `ufm_jax.analytic_solution` turns into `NoTheory`; any other error in a theory
+    function is a bug and propagates. A `ValueError`, so a direct call of a theory function with
+    arguments outside its theorem reads like any other bad argument.
+    """
