@@ -115,6 +115,7 @@ def _two_loop(g, pairs, gamma):
     return -r
 
 
+@pytest.mark.floors
 @pytest.mark.parametrize("batch", [1, 3])  # a batch of one takes its own code path
 def test_compact_direction_equals_two_loop_recursion(batch):
     """The compact representation, the circular buffer and the incrementally kept inner products

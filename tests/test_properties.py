@@ -6,6 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pytest
+
 import ufm_jax as u
 from ufm_jax.cli import parse_classes
 
@@ -13,6 +15,7 @@ sizes = st.lists(st.integers(1, 6), min_size=3, max_size=3)
 lams = st.floats(1e-4, 10.0)
 
 
+@pytest.mark.floors
 @settings(max_examples=25, deadline=None)
 @given(sizes=sizes, lam_w=lams, lam_h=lams, lam_b=lams, seed=st.integers(0, 2**16))
 def test_weighted_equals_explicit_at_class_constant_features(sizes, lam_w, lam_h, lam_b, seed):

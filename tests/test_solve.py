@@ -8,6 +8,7 @@ import pytest
 import ufm_jax as u
 
 
+@pytest.mark.floors
 def test_balanced_plain_mse_reaches_closed_form():
     # Balanced, bias-free, L = 1, d >= K: with Z = W H̄, λ_W/2‖W‖² + nλ_H/2‖H̄‖² >= √(nλ_Wλ_H)‖Z‖_*, so the
     # problem is min_Z (1/2K)‖Z − I‖² + √(nλ_Wλ_H)‖Z‖_*, solved by Z = (1 − c)I with c = K√(nλ_Wλ_H) < 1,
@@ -37,6 +38,7 @@ def _batch(lams):
     return u.stack_problems([u.ce([5, 5, 2], 4, lam_w=lam, lam_h=lam, lam_b=0.1) for lam in lams])
 
 
+@pytest.mark.floors
 def test_loop_vmap_and_sharded_agree(getkey):
     lams = [0.003, 0.01, 0.03]
     batch = _batch(lams)
@@ -97,6 +99,7 @@ def test_nonneg_features_stay_nonnegative():
         u.solve(problem, u.LBFGS())
 
 
+@pytest.mark.floors
 def test_queued_slots_agree_with_whole_batch():
     # λ's on both sides of the minority-collapse threshold: the problems converge at different speeds,
     # so with 2 slots every slot takes several problems from the queue.

@@ -60,6 +60,7 @@ def test_cli_prints_one_line_and_exits_2(args, name):
     assert len(lines) == 1 and lines[0].startswith("error:") and name in lines[0]
 
 
+@pytest.mark.floors
 def test_cli_json_has_the_documented_fields():
     result = CliRunner().invoke(app, ["solve", "--loss", "mse", "--classes", "4x3", "--dim", "4",
                                       "--lam-w", "0.01", "--lam-h", "0.01", "--x64", "--json"])
