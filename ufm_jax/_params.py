@@ -84,3 +84,22 @@ def end_to_end(params: Params) -> Float[Array, "K d"]:
     for w in params.weights[1:]:
         product = w @ product
     return product
+
+
+def expand_params(params: Params, problem: Problem) -> Params:
+    """Reduced parameters (one column per class, `reduce_problem`) written out for `problem`: every
+    sample column of class `k` takes the reduced column `k`; padding columns (weight 0) stay zero.
+    Works on batches (leading axes of `params` and `problem` alike)."""
+    keep = (problem.column_weights > 0)[..., None]
+    shape = problem.column_weights.shape + (params.features.shape[-1],)
+    features = jnp.where(keep, jnp.broadcast_to(params.features[..., :1, :], shape), 0)
+    return Params(params.weights, features.astype(params.features.dtype), params.bias)
+
+
+def reduce_params(params: Params, problem: Problem) -> Params:
+    """Parameters of `problem` written for its reduction: each class's column is the weighted mean of
+    its columns (`h̄_k = Σ_j w_kj h_kj / n_k`), the start that a warm start in the full representation
+    maps to. Works on batches."""
+    w = problem.column_weights[..., None]
+    means = jnp.sum(w * params.features, axis=-2, keepdims=True) / jnp.sum(w, axis=-2, keepdims=True)
+    return Params(params.weights, means.astype(params.features.dtype), params.bias)

@@ -235,3 +235,11 @@ def structure(problem: Problem) -> tuple:
     Problems with equal structures stack into one batch."""
     leaves, treedef = jax.tree.flatten(problem)
     return treedef, tuple((x.shape, str(x.dtype)) for x in leaves)
+
+
+def reduce_problem(problem: Problem) -> Problem:
+    """The exact weighted reduction of a (possibly batched) problem: one column per class weighing
+    `n_k` (see the module docstring: both forms have the same minimum, and every minimiser of the full
+    problem has the columns of class `k` equal to the reduced problem's column `k`)."""
+    weights = problem.class_sizes[..., None]
+    return dataclasses.replace(problem, column_weights=weights, weighted=True)

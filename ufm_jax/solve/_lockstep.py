@@ -84,34 +84,36 @@ def _compact_direction(g: Float[Array, "B n"], state: _LockstepState):
 
 
 class LockstepLBFGS(AbstractSolver):
-    """L-BFGS with a fixed-size, vectorised line search, so a batch runs in lock-step.
+    """L-BFGS whose line search runs in lock-step over a batch.
 
     Direction `d = −H_k ∇f` with the L-BFGS matrix `H_k` (Nocedal & Wright 2006, §7.2), `H_0 = γ I`,
-    `γ = sᵀy / yᵀy`, in its compact representation (`_compact_direction`). Trial steps
-    `t_j = τ ρ^j`, `j = 0..num_trials−1`, are all evaluated; the largest `t_j` that satisfies the
-    Armijo condition
+    `γ = sᵀy / yᵀy`, in its compact representation (`_compact_direction`). Step: the first of the trials
+    `t = τ, τρ, τρ², …` (at most `num_trials`) that satisfies the Armijo condition
 
         f(x + t d) <= f(x) + c₁ t ∇fᵀd + ε_f |f(x)|
 
-    is taken (`ε_f` absorbs round-off, so the iteration can reach `‖∇f‖ ≈ 1e-9` in float64, where
-    `f` no longer changes in its 16th digit). If none qualifies, `x` stays, the memory is cleared
-    and `τ` shrinks by `ρ^num_trials`: the next iteration is a (scaled) steepest-descent step with
-    smaller trials. `τ` grows back by `1/ρ` (to at most 1) whenever the largest trial is taken. A
-    pair `(s, y)` enters the memory only if `sᵀy > 1e-10 ‖s‖ ‖y‖` (there is no Wolfe curvature
-    test without trial gradients).
-
-    Cost per iteration: `num_trials` objective evaluations plus one gradient, for every problem.
+    (`ε_f` absorbs round-off, so the iteration can reach a gradient norm at the floor of the
+    precision, where `f` no longer changes in its last digit). The first trial is evaluated with its
+    gradient for the whole batch, and an L-BFGS step is accepted there in most iterations: the common
+    iteration costs one batched value-and-gradient. Further trials are batch-wide rounds of values,
+    run only while some problem still fails the test. If none qualifies, `x` stays, the memory is
+    cleared and `τ` shrinks by `ρ^num_trials`: the next iteration is a (scaled) steepest-descent step
+    with smaller trials. `τ` grows back by `1/ρ` (to at most 1) whenever the first trial is taken. A
+    pair `(s, y)` enters the memory only if `sᵀy > 1e-10 ‖s‖ ‖y‖` (there is no Wolfe curvature test
+    without trial gradients).
 
     **Arguments:**
 
     - `max_steps`: iteration limit.
-    - `gtol`: gradient-norm tolerance (balanced coordinates); `None` is 1e-9 (float64) / 1e-4
-      (float32). Problems that have stopped are masked: `step_batch` leaves them unchanged.
+    - `gtol`: gradient-norm tolerance (balanced coordinates); `None`: the precision's default
+      (`ufm_jax.solve.default_gtol`). Problems that have stopped are masked: `step_batch` leaves them
+      unchanged.
     - `memory_size`: number of `(s, y)` pairs kept.
-    - `num_trials`: trial steps per iteration.
+    - `num_trials`: the most trial steps per iteration.
     - `shrink`: `ρ`, the ratio between consecutive trial steps, in `(0, 1)`.
     - `armijo`: `c₁`.
-    - `f_rtol`: `ε_f`, the relative round-off allowance in the Armijo test.
+    - `f_rtol`: `ε_f`, the relative round-off allowance in the Armijo test; `None`: 64 machine epsilons
+      of the working precision (1.4e-14 in float64, 7.6e-6 in float32).
     """
 
     max_steps: int = 5000
@@ -120,7 +122,7 @@ class LockstepLBFGS(AbstractSolver):
     num_trials: int = 4
     shrink: float = 0.3
     armijo: float = 1e-4
-    f_rtol: float = 1e-14
+    f_rtol: float | None = None
     supports_projection: ClassVar[bool] = False
     name: ClassVar[str] = "lockstep_lbfgs"
     aliases: ClassVar[tuple[str, ...]] = ("lockstep",)
@@ -154,11 +156,52 @@ class LockstepLBFGS(AbstractSolver):
             (jnp.where(mask[:, None], False, state.valid), jnp.where(mask, fresh.gamma, state.gamma),
              jnp.where(mask, fresh.scale, state.scale)))
 
+    def _line_search(self, fn, problems, x, value, grad, direction, slope, scale, active):
+        """Armijo backtracking in lock-step: `t = τ, τρ, τρ², …` (at most `num_trials` values).
+
+        The first trial is evaluated with its gradient, for the whole batch: an L-BFGS direction is
+        accepted at `t = τ` in most iterations, and its gradient is needed there anyway. Only if some
+        active problem fails the test does the batch evaluate further trials, one round per trial,
+        each round a batch of values; problems that already passed keep their step. Returns the step
+        `t` (0 where none passed), whether one passed, whether it was the first, and the value and
+        gradient at `x + t d`.
+        """
+        dtype = x.dtype
+        f_rtol = 64 * jnp.finfo(dtype).eps if self.f_rtol is None else self.f_rtol
+        bound = value + f_rtol * jnp.abs(value)  # the round-off allowance (class docstring)
+
+        def armijo(t, v):
+            return jnp.isfinite(v) & (v <= bound + self.armijo * t * slope)
+
+        value_and_grad = jax.vmap(jax.value_and_grad(fn))
+        v1, g1 = value_and_grad(x + scale[:, None] * direction, problems)
+        first = armijo(scale, v1)
+
+        def more(carry):
+            t, ok, k = carry
+            return jnp.any(active & ~ok) & (k < self.num_trials)
+
+        def backtrack(carry):
+            t, ok, k = carry
+            trial = jnp.where(ok, t, t * self.shrink)
+            passed = ok | armijo(trial, jax.vmap(fn)(x + trial[:, None] * direction, problems))
+            return trial, passed, k + 1
+
+        t, found, _ = jax.lax.while_loop(more, backtrack, (scale, first, jnp.asarray(1)))
+        t = jnp.where(found, t, 0).astype(dtype)
+        # The gradient at an accepted later trial: one more batch evaluation, only when some problem
+        # needed one (rare).
+        later = active & found & ~first
+        value_t, grad_t = jax.lax.cond(
+            jnp.any(later), lambda: value_and_grad(x + t[:, None] * direction, problems),
+            lambda: (v1, g1))
+        value_t = jnp.where(first, v1, value_t)
+        grad_t = jnp.where(first[:, None], g1, grad_t)
+        return t, found, first, value_t, grad_t
+
     def step_batch(self, fn, project, problems, x, value, grad, state: _LockstepState,
                    active: Bool[Array, " B"]):
-        dtype = x.dtype
         dot = lambda a, b: jnp.sum(a * b, axis=-1)  # noqa: E731
-        batch_fn = jax.vmap(fn)
 
         direction, on_s, on_y = _compact_direction(grad, state)
         slope = dot(grad, direction)
@@ -167,30 +210,35 @@ class LockstepLBFGS(AbstractSolver):
         direction = jnp.where(bad[:, None], -state.gamma[:, None] * grad, direction)
         slope = jnp.where(bad, -state.gamma * dot(grad, grad), slope)
 
-        ratios = jnp.asarray(self.shrink, dtype) ** jnp.arange(self.num_trials, dtype=dtype)
-        steps = state.scale[:, None] * ratios[None, :]  # (B, T)
-        trial_values = jnp.stack([batch_fn(x + steps[:, j, None] * direction, problems)
-                                  for j in range(self.num_trials)], axis=-1)
-        allowance = self.f_rtol * jnp.abs(value)
-        bound = (value + allowance)[:, None] + self.armijo * steps * slope[:, None]
-        ok = jnp.isfinite(trial_values) & (trial_values <= bound)
-        found = jnp.any(ok, axis=-1)
-        first = jnp.argmax(ok, axis=-1)  # the largest qualifying step (steps are decreasing)
-        t = jnp.where(found, jnp.take_along_axis(steps, first[:, None], axis=-1)[:, 0], 0)
+        t, found, first, new_value, new_grad = self._line_search(
+            fn, problems, x, value, grad, direction, slope, state.scale, active)
         moved = active & found
-
         new_x = x + t[:, None] * direction
-        new_value, new_grad = jax.vmap(jax.value_and_grad(fn))(new_x, problems)
+        new_state = self._remember(state, x, grad, new_x, new_grad, t, moved, found, first, bad,
+                                   on_s, on_y, active)
+        # A failed line search keeps x; a problem that is not active keeps everything.
+        new_x = jnp.where(moved[:, None], new_x, x)
+        new_value = jnp.where(moved, new_value, value)
+        new_grad = jnp.where(moved[:, None], new_grad, grad)
+        return new_x, new_value, new_grad, new_state
 
+    def _remember(self, state: _LockstepState, x, grad, new_x, new_grad, t, moved, found, first, bad,
+                  on_s, on_y, active) -> _LockstepState:
+        """The state after a step: the new pair `(s, y)` in the memory, the kept inner products, `γ`
+        and the trial scale `τ`."""
+        dtype = x.dtype
+        dot = lambda a, b: jnp.sum(a * b, axis=-1)  # noqa: E731
         # Rows are written finite: a stopped problem's row may be read (times a zero coefficient) by
         # the problem that takes its slot next.
         s = jnp.where(jnp.isfinite(new_x), new_x - x, 0)
         y = jnp.where(jnp.isfinite(new_grad), new_grad - grad, 0)
+        s = jnp.where(moved[:, None], s, 0)
+        y = jnp.where(moved[:, None], y, 0)
         sy_new, yy_new = dot(s, y), dot(y, y)
         curvature = moved & (sy_new > 1e-10 * jnp.sqrt(dot(s, s) * yy_new)) & jnp.isfinite(sy_new)
 
         # The new pair goes to row `count mod M`, valid if it passed the curvature test (a problem
-        # that did not move writes an invalid row: it has stopped, or its failed trial set
+        # that did not move writes an invalid row: it has stopped, or its failed line search
         # invalidates the whole memory, so that the next direction is steepest descent). Writing
         # unconditionally lets XLA update the memory in place.
         m = self.memory_size
@@ -224,18 +272,12 @@ class LockstepLBFGS(AbstractSolver):
         sy = state.sy.at[:, slot, :].set(y_s_new).at[:, :, slot].set(s_y_new)
         yy = state.yy.at[:, slot, :].set(y_y_new).at[:, :, slot].set(y_y_new)
         scale = jnp.where(found,
-                          jnp.where(first == 0, jnp.minimum(state.scale / self.shrink, 1), state.scale),
+                          jnp.where(first, jnp.minimum(state.scale / self.shrink, 1), state.scale),
                           state.scale * self.shrink**self.num_trials).astype(dtype)
-        new_state = _LockstepState(
+        return _LockstepState(
             s=mem_s, y=mem_y, valid=valid, sy=sy, yy=yy, s_grad=s_grad, y_grad=y_grad,
             gamma=jnp.where(curvature, sy_new / jnp.where(curvature, yy_new, 1), state.gamma),
             scale=jnp.where(active, scale, state.scale), count=state.count + 1)
-        # A failed trial set keeps x (the value and gradient there are recomputed identically); a
-        # problem that is not active keeps everything.
-        new_x = jnp.where(moved[:, None], new_x, x)
-        new_value = jnp.where(moved, new_value, value)
-        new_grad = jnp.where(moved[:, None], new_grad, grad)
-        return new_x, new_value, new_grad, new_state
 
     # One problem (`x` of shape `(n,)`) as a batch of one; the state keeps its batch axis of 1. The
     # problem counts as active while its gradient norm is above `gtol`.

@@ -91,6 +91,16 @@ def flat_batch(problems: Problem, starts: Params):
     return fn, project, x, unravel
 
 
+@eqx.filter_jit
+def evaluate_batch(problems: Problem, params: Params) -> tuple[Float[Array, " B"], Float[Array, " B"]]:
+    """The objective and the stationarity measure of `minimise_batch` (the (projected) gradient norm in
+    balanced coordinates) of a batch of points: how `solve` verifies a reduced solution on the full
+    problem."""
+    fn, project, x, _ = flat_batch(problems, params)
+    value, grad = jax.vmap(jax.value_and_grad(fn))(x, problems)
+    return value, _stationarity(x, grad, project)
+
+
 def objective_history(problems: Problem, starts: Params, solver: AbstractSolver,
                       steps: int) -> Float[Array, "steps B"]:
     """The objective after each of `steps` iterations of `solver` on every problem of a batch, with

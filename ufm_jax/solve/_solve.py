@@ -13,9 +13,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .. import _validation as V
-from .._params import Params, init_params
-from .._problem import Problem, batch_size
-from ._minimise import SingleResult, minimise_batch
+from .._params import Params, expand_params, init_params, reduce_params
+from .._problem import Problem, batch_size, reduce_problem
+from ._minimise import SingleResult, default_gtol, evaluate_batch, minimise_batch
 from ._registry import check_solver, default_solver
 from ._results import Status
 from ._solvers import AbstractSolver
@@ -128,8 +128,18 @@ def solve(
     start: Params | None = None,
     shard: bool = True,
     slots: int | None = None,
+    reduce: bool = True,
 ) -> Solution:
     """Solve one problem, or a batch (a `Problem` whose leaves have a leading axis, `stack_problems`).
+
+    **The default path (`reduce=True`).** The problem is solved in its exact reduction, one column per
+    class weighing `n_k` (`reduce_problem`; exact because the objective is separable and strictly
+    convex in each column, see `ufm_jax.Problem`), the solution is written out to every sample column
+    (`expand_params`) and verified on the full problem: its objective and gradient norm there are
+    recomputed, and a converged point whose full gradient norm misses `gtol` (round-off) is polished by
+    the same solver on the full problem. The cost is then independent of `N`. `reduce=False` optimises
+    every column from sample-level starts (for studies of what plain optimisation reaches); a problem
+    that already has one column per class is solved as it is.
 
     All `B × seeds` solves run as one compiled program whose batch axis is sharded over `jax.devices()`
     (padded to a multiple of the device count); each device runs its own loop over its share, `slots`
@@ -140,22 +150,26 @@ def solve(
     **Arguments:**
 
     - `problem`: from `make_problem` or a preset; batched with `stack_problems`.
-    - `solver`: default `LBFGS()`, or `ProjectedGradient()` for `nonneg` problems.
+    - `solver`: default `default_solver(problem)`; any registered solver (`ufm_jax.SOLVERS`).
     - `key`: PRNG key (or an int seed) for the random starts; for a batch, also an array of keys or of
       int seeds, one per problem.
     - `seeds`: number of random starts per problem (>= 1); the best finite one is returned.
     - `init_scale`: scale of the random starts (O(1): the origin is a trap for deep models); with
       `seeds > 1` the starts' scales spread over `[init_scale/3, 3·init_scale]`.
-    - `start`: optional explicit start (a `Params`, batched like `problem`); then `seeds` must be 1.
+    - `start`: optional explicit start (a `Params` of `problem`, batched like it); then `seeds` must be
+      1. On the default path it enters as its class means (`reduce_params`).
     - `shard`: shard the batch over all devices (default); `False` runs on the default device.
     - `slots`: how many problems each device iterates at a time; the rest wait in a queue and take a
-      slot as soon as one frees up (`minimise_batch`). Default `None`: `DEFAULT_SLOTS` (32), which
-      measured fastest on 2 CPU cores (`benchmarks/README.md`); the whole batch at once is
-      `slots=batch size`. Results do not depend on it (up to round-off).
+      slot as soon as one frees up (`minimise_batch`). Default `None`: `DEFAULT_SLOTS`. Results do not
+      depend on it (up to round-off).
+    - `reduce`: solve the exact one-column-per-class reduction and verify on the full problem
+      (default), or optimise every column.
 
-    **Returns:** a `Solution`.
+    **Returns:** a `Solution` of `problem` (in its own representation). `timing["solve_s"]` counts
+    everything after compilation: the reduced solve, the expansion and the verification.
 
-    **Raises:** `ValueError` for a bad `seeds`, `init_scale`, `key` or solver, before anything is compiled.
+    **Raises:** `ValueError` for a bad `seeds`, `init_scale`, `key`, `slots` or solver, before anything
+    is compiled.
     """
     V.integer("seeds", seeds, 1)
     V.positive("init_scale", init_scale)
@@ -165,20 +179,70 @@ def solve(
         V.integer("slots", slots, 1)
     solver = default_solver(problem) if solver is None else solver
     check_solver(problem, solver)
-
     batched = problem.lam_h.ndim == 1
+    # Random starts are drawn for the problem as given (a single problem keeps its draws whether or
+    # not it is solved reduced); everything after works on a batch.
+    if start is None:
+        drawn = problem if not reduce else reduce_problem(problem)
+        start = _random_starts(drawn, key, seeds, float(init_scale), batched)
+    elif not batched:
+        start = jax.tree.map(lambda x: x[None], start)
+    batch = problem if batched else jax.tree.map(lambda x: x[None], problem)
+    run = functools.partial(_solve_batch, solver=solver, seeds=seeds, shard=shard,
+                            slots=DEFAULT_SLOTS if slots is None else int(slots))
+    if not reduce or problem.columns_per_class == 1:
+        solution = run(batch, start)
+    else:
+        reduced = reduce_problem(batch)
+        if start.features.shape[-2] != 1:  # a start given in the full representation
+            start = reduce_params(start, jax.tree.map(lambda x: jnp.repeat(x, seeds, axis=0), batch))
+        solution = _expand(run(reduced, start), batch, solver, run)
+    return solution if batched else solution[0]
+
+
+def _expand(reduced: Solution, problem: Problem, solver: AbstractSolver, run) -> Solution:
+    """The reduced solution of a batch written out for `problem`, verified there (objective and gradient
+    norm on the full problem), and polished where a converged point misses `gtol` on the full problem."""
+    t0 = time.perf_counter()
+    leaves, treedef = jax.tree.flatten((problem, reduced.params))
+    c0 = time.perf_counter()
+    verify = _compiled_expand(treedef, tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves))
+    c1 = time.perf_counter()
+    params, value, gnorm = jax.block_until_ready(verify(leaves))
+    t1 = time.perf_counter() - (c1 - c0)
+    gtol = default_gtol(problem.lam_h.dtype) if solver.gtol is None else solver.gtol
+    polish = np.asarray((reduced.status == Status.converged) & (gnorm > gtol))
+    status, iterations = reduced.status, reduced.iterations
+    timing = {"compile_s": reduced.timing["compile_s"] + c1 - c0,
+              "solve_s": reduced.timing["solve_s"] + t1 - t0}
+    if np.any(polish):
+        # Round-off made the full gradient norm miss gtol: iterations of the same solver on the full
+        # problem from the expanded point (rare; it compiles the full problem's program).
+        again = run(problem, params, seeds=1)
+
+        def pick(new, old):
+            return jnp.where(polish.reshape(polish.shape + (1,) * (jnp.ndim(new) - 1)), new, old)
+
+        params = jax.tree.map(pick, again.params, params)
+        value, gnorm, status = pick(again.objective, value), pick(again.grad_norm, gnorm), \
+            pick(again.status, status)
+        iterations = pick(iterations + again.iterations, iterations)
+        timing = {k: timing[k] + again.timing[k] for k in timing}
+    return Solution(params=params, objective=value, grad_norm=gnorm, iterations=iterations,
+                    status=status, seed_objectives=reduced.seed_objectives,
+                    seed_status=reduced.seed_status, objective_spread=reduced.objective_spread,
+                    problem=problem, timing={**timing, "reduced": True})
+
+
+def _solve_batch(problem: Problem, start: Params, *, solver: AbstractSolver, seeds: int, shard: bool,
+                 slots: int) -> Solution:
+    """A batch of `B` problems from `start` (`B × seeds` starts, problem-major), in one sharded, queued
+    program; the best start of each problem is kept."""
     num = batch_size(problem)
-    batch_problem = problem if batched else jax.tree.map(lambda x: x[None], problem)
     total = num * seeds
     # (B, S) → flat (B·S,), problem-major.
-    flat_problem = jax.tree.map(lambda x: jnp.repeat(x, seeds, axis=0), batch_problem)
-    if start is None:
-        flat_start = _random_starts(problem, key, seeds, float(init_scale), batched)
-    else:
-        flat_start = start if batched else jax.tree.map(lambda x: x[None], start)
-
-    slots = DEFAULT_SLOTS if slots is None else int(slots)
-    out, compile_s, solve_s = _run(solver, flat_problem, flat_start, shard, total, slots)
+    flat_problem = jax.tree.map(lambda x: jnp.repeat(x, seeds, axis=0), problem)
+    out, compile_s, solve_s = _run(solver, flat_problem, start, shard, total, slots)
 
     out = jax.tree.map(lambda x: x.reshape(num, seeds, *x.shape[1:]), out)
     finite = np.isfinite(out.objective) & (out.status != Status.nonfinite)
@@ -190,7 +254,7 @@ def solve(
         spread = (np.where(finite.any(axis=1), np.nanmax(kept, axis=1, initial=-np.inf)
                            - np.nanmin(kept, axis=1, initial=np.inf), np.nan)
                   if seeds > 1 else np.zeros(num))
-    solution = Solution(
+    return Solution(
         params=jax.tree.map(pick, out.params),
         objective=pick(out.objective),
         grad_norm=pick(out.grad_norm),
@@ -199,10 +263,9 @@ def solve(
         seed_objectives=jnp.asarray(out.objective),
         seed_status=jnp.asarray(out.status),
         objective_spread=jnp.asarray(spread),
-        problem=batch_problem,
+        problem=problem,
         timing={"compile_s": compile_s, "solve_s": solve_s},
     )
-    return solution if batched else solution[0]
 
 
 def _run(solver, flat_problem, flat_start, shard: bool, total: int,
@@ -237,6 +300,19 @@ def _run(solver, flat_problem, flat_start, shard: bool, total: int,
     out: SingleResult = jax.block_until_ready(compiled(leaves))
     t2 = time.perf_counter()
     return jax.tree.map(lambda x: _gather(x)[:total], out), t1 - t0, t2 - t1
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_expand(treedef, avals: tuple):
+    """The compiled expansion and verification of reduced points on their full problems: the expanded
+    parameters, their objective and gradient norm (`evaluate_batch`)."""
+
+    def expand(leaves):
+        problem, reduced = jax.tree.unflatten(treedef, leaves)
+        params = expand_params(reduced, problem)
+        return (params, *evaluate_batch(problem, params))
+
+    return jax.jit(expand).lower(list(avals)).compile()
 
 
 @functools.lru_cache(maxsize=64)
