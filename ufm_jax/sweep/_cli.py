@@ -89,7 +89,10 @@ def plot(
     unknown = [m for m in metric or [] if m not in ds]
     if unknown:
         _error(f"--metric {unknown[0]!r} is not a variable of {path}; variables: {sorted(ds.data_vars)}.")
-    files = plot_dataset(ds, out or path.parent / "figures", metrics=metric or None)
+    try:
+        files = plot_dataset(ds, out or path.parent / "figures", metrics=metric or None)
+    except SweepConfigError as e:
+        _error(f"{path}: its config_json is not a valid sweep config ({e}).")
     for f in files:
         typer.echo(str(f))
 

@@ -15,7 +15,7 @@ Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full e
     per_class = 1                      # weighted mode with m columns per class; omit for explicit mode
     nonneg = false                     # H >= 0: set by the family (relu_ce, relu_mse), may only repeat it
     free_bias = false                  # unpenalised bias (default: the preset's)
-    lam_b = 1e-3                       # regularised bias (lam_b/2)|b|^2, any family (axis)
+    lam_b = 1e-3                       # regularised bias (lam_b/2)|b|^2, any family; not with free_bias (axis)
     lam_w = 1e-2                       # (axis) or one value per layer W_1..W_L: lam_w = [1e-2, 2e-2]
     # class sizes: either explicit vectors ...
     class_sizes = [500, 500, 100, 100] # (axis: a list of vectors)
@@ -365,7 +365,11 @@ class SweepConfig(BaseModel):
     def _family_defaults(cls, data):
         """Fill in what the family preset decides where the config leaves it open (the keys are then
         checked like any other)."""
-        if not isinstance(data, dict) or not isinstance(data.get("problem"), dict):
+        if not isinstance(data, dict):
+            return data
+        if isinstance(data.get("problem"), ProblemSection):
+            data = {**data, "problem": data["problem"].given()}
+        if not isinstance(data.get("problem"), dict):
             return data
         preset = data["problem"].get("family")
         if not isinstance(preset, str) or preset not in PRESETS:

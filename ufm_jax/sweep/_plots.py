@@ -21,7 +21,6 @@ from ._config import REAL_AXES, SweepConfig
 from ._dataset import axes
 from ._files import atomic_write
 
-_FALLBACK_METRICS = ("minority_logit_spread", "nc1", "gap", "mean_norms")
 
 
 def _numeric(ds, axis: str) -> np.ndarray:
@@ -72,9 +71,7 @@ def plot_dataset(ds, folder: str | Path, metrics: list[str] | None = None) -> li
     folder = Path(folder)
     config = SweepConfig.from_json(ds.attrs["config_json"])
     plot = config.plot
-    if metrics is None:
-        metrics = plot.metrics or [m for m in _FALLBACK_METRICS if m in ds]
-    metrics = [m for m in metrics if m in ds]
+    metrics = [m for m in (plot.metrics if metrics is None else metrics) if m in ds]
     x, y = _choose_axes(ds, plot.x, plot.y)
     written = []
     for metric in metrics:

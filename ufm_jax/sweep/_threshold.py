@@ -31,7 +31,7 @@ from ._runner import METRICS, solve_points
 class ThresholdResult:
     """The located boundary.
 
-    **Fields:** `axis`; `value` (the bracket's midpoint, geometric on a log axis); `lo, hi` (the final
+    **Fields:** `axis`; `value` (the bracket's geometric midpoint); `lo, hi` (the final
     bracket); `metric, level`; `evaluations` (`[(x, metric value, status)]` in order); `theory` (the
     theory's value, or None); `boundary` (its name).
     """
@@ -104,6 +104,23 @@ def _perturb(params, step: int, seed: int, size: float = 1e-2):
     return jax.tree.unflatten(tree, out)
 
 
+def _check_bracket(config: SweepConfig, axis: str | None, lo, hi, rtol) -> None:
+    if axis not in REAL_AXES:
+        raise SweepConfigError(f"threshold.axis={axis!r}: expected a real-valued axis, one of "
+                               f"{list(REAL_AXES)}.")
+    if getattr(config.problem, axis) is not None:
+        raise SweepConfigError(f"problem.{axis} is fixed: remove it to bisect along it.")
+    if lo is None or hi is None or not lo < hi:
+        raise SweepConfigError(f"threshold.lo, threshold.hi = {lo!r}, {hi!r}: expected lo < hi.")
+    for x in (lo, hi):
+        try:
+            AXES[axis](axis, x)
+        except ValueError as e:
+            raise SweepConfigError(f"threshold at {axis}={x!r}: {e}") from None
+    if not rtol > 0:
+        raise SweepConfigError(f"threshold.rtol={rtol!r}: expected a number > 0.")
+
+
 def find_threshold(
     config: SweepConfig,
     *,
@@ -119,6 +136,8 @@ def find_threshold(
     """Bisect for the value of `axis` where `metric` crosses `level` (defaults: the config's [threshold],
     whose metric defaults to the family's `threshold_metric`).
 
+    Every real axis is a positive scale (`λ`'s, sizes, ratios), so the bisection is geometric.
+
     **Arguments:**
 
     - `config`: a sweep config whose other axes have one value each.
@@ -126,8 +145,7 @@ def find_threshold(
       opposite sides of `level` at the two ends).
     - `metric`: a stored metric name (`ufm_jax.metrics.nc_metrics` keys, `mean_norms`, `dead_classes`);
       a vector metric is compared by its smallest entry (e.g. the first class to vanish).
-    - `level`: the crossing level; `rtol`: stop when `hi/lo − 1 <= rtol` (log axes) or
-      `hi − lo <= rtol·|hi|` (linear axes).
+    - `level`: the crossing level; `rtol`: stop when `hi/lo − 1 <= rtol`.
     - `boundary`: the theory boundary to compare with (default: the first that lies in the bracket).
     - `callback`: called with `(x, value, status)` after each solve.
 
@@ -141,26 +159,9 @@ def find_threshold(
     metric = metric or t.metric or config.family.threshold_metric
     level = t.level if level is None else level
     rtol = t.rtol if rtol is None else rtol
-    boundary = boundary or t.boundary
-    if axis not in REAL_AXES:
-        raise SweepConfigError(f"threshold.axis={axis!r}: expected a real-valued axis, one of "
-                               f"{list(REAL_AXES)}.")
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise SweepConfigError(f"threshold.lo, threshold.hi = {lo!r}, {hi!r}: expected finite lo < hi.")
-    if not rtol > 0:
-        raise SweepConfigError(f"threshold.rtol={rtol!r}: expected a number > 0.")
-    if getattr(config.problem, axis) is not None:
-        raise SweepConfigError(f"problem.{axis} is fixed: remove it to bisect along it.")
-    for x in (lo, hi):
-        try:
-            AXES[axis](axis, x)
-        except ValueError as e:
-            raise SweepConfigError(f"threshold at {axis}={x!r}: {e}") from None
-    log = lo > 0  # every real axis is a scale: bisect geometrically
+    _check_bracket(config, axis, lo, hi, rtol)
     ends = [_point(config, axis, lo), _point(config, axis, hi)]  # checks both ends: nothing solved yet
-    columns = None
-    if not ends[0].problem.weighted:
-        columns = max(p.problem.columns_per_class for p in ends)
+    columns = None if ends[0].problem.weighted else max(p.problem.columns_per_class for p in ends)
     evaluations = []
 
     def evaluate(x, start):
@@ -185,14 +186,10 @@ def find_threshold(
                                f"{axis}={lo:g} and {hi:g}: widen the bracket.")
     a, b = lo, hi
     for _ in range(t.max_steps):
-        if (b / a - 1 if log else (b - a) / abs(b)) <= rtol:
+        if b / a - 1 <= rtol:
             break
-        mid = math.sqrt(a * b) if log else (a + b) / 2
+        mid = math.sqrt(a * b)
         side, params = evaluate(mid, params)
-        if side == side_lo:
-            a = mid
-        else:
-            b = mid
-    value = math.sqrt(a * b) if log else (a + b) / 2
-    name, theory = theory_threshold(config, axis, lo, hi, boundary)
-    return ThresholdResult(axis, value, a, b, metric, level, evaluations, theory, name)
+        a, b = (mid, b) if side == side_lo else (a, mid)
+    name, theory = theory_threshold(config, axis, lo, hi, boundary or t.boundary)
+    return ThresholdResult(axis, math.sqrt(a * b), a, b, metric, level, evaluations, theory, name)
