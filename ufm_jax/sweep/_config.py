@@ -7,7 +7,8 @@ Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full e
 
     [problem]                          # fixed values; any key marked (axis) may instead be a [grid] axis
     family = "ce"                      # a preset of the family registry (ufm_jax.FAMILIES), required:
-                                       # mse | plain_mse | deep_linear_mse | biased_mse | ce | relu_ce | relu_mse
+                                       # mse | plain_mse | deep_linear_mse | biased_mse | ce | relu_ce |
+                                       # relu_mse
                                        # the preset sets the loss, H >= 0 and its defaults (biased_mse:
                                        # free_bias = true)
     dim = 10                           # d (axis)
@@ -15,7 +16,8 @@ Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full e
     per_class = 1                      # weighted mode with m columns per class; omit for explicit mode
     nonneg = false                     # H >= 0: set by the family (relu_ce, relu_mse), may only repeat it
     free_bias = false                  # unpenalised bias (default: the preset's)
-    lam_b = 1e-3                       # regularised bias (lam_b/2)|b|^2, any family; not with free_bias (axis)
+    lam_b = 1e-3                       # regularised bias (lam_b/2)|b|^2, any family, not with
+                                       # free_bias (axis)
     lam_w = 1e-2                       # (axis) or one value per layer W_1..W_L: lam_w = [1e-2, 2e-2]
     # class sizes: either explicit vectors ...
     class_sizes = [500, 500, 100, 100] # (axis: a list of vectors)
@@ -59,7 +61,8 @@ Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full e
     level = 1e-6
     rtol = 1e-3
     max_steps = 40
-    boundary = "minority collapse"     # a name of ufm_jax.phase_boundaries (default: the first in the bracket)
+    boundary = "minority collapse"     # a name of ufm_jax.phase_boundaries (default: the first one
+                                       # that the bracket contains)
 
 CLI: `--set problem.n_b=100` (or `--set n_b=100`, the section found from the key) sets any key, the value
 read as TOML (`--set plot.metrics='["nc1"]'`); `--axis lam_z=log:1e-4:1e-2:12`, `--axis ratio=1,2,5`
