@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import jax
 import typer
+
+from ..solve import Status
+from ._config import SweepConfigError, load_config
+from ._dataset import load_dataset
+from ._plots import plot_dataset
+from ._runner import run_sweep
+from ._threshold import find_threshold
 
 _CONFIG_HELP = "Sweep TOML file (default: the built-in minority-collapse phase diagram)."
 _SET_HELP = "Set any config key: --set problem.n_b=100 (or n_b=100); the value is read as TOML."
@@ -14,8 +21,6 @@ _AXIS_HELP = "Add or replace an axis: --axis lam_z=log:1e-4:1e-2:12, --axis rati
 
 
 def _setup(x64: bool, distributed: bool) -> None:
-    import jax
-
     if distributed:
         # Multi-host: every host runs the same command; jax.devices() then spans all hosts and
         # process 0 writes the files. Coordinator address etc. come from the cluster environment
@@ -30,8 +35,6 @@ def _error(message: str, code: int = 2) -> None:
 
 
 def _load(config, set_, axis, extra):
-    from ._config import load_config
-
     sets = list(set_ or []) + [f"{k}={v}" for k, v in extra.items() if v is not None]
     return load_config(config, sets=sets, axes=list(axis or []))
 
@@ -50,9 +53,6 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run a sweep over a grid of UFM problems (resumable: rerun the same command to continue)."""
-    from ._config import SweepConfigError
-    from ._runner import run_sweep
-
     try:
         cfg = _load(config, set_, axis, {"run.chunk_size": chunk_size, "solver.starts": starts,
                                           "run.shard": None if shard is None else str(shard).lower(),
@@ -77,9 +77,6 @@ def plot(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Figure folder.")] = None,
 ) -> None:
     """Redraw the figures of a saved sweep dataset."""
-    from ._dataset import load_dataset
-    from ._plots import plot_dataset
-
     path = dataset / "dataset.nc" if dataset.is_dir() else dataset
     if not path.is_file():
         _error(f"{path}: no such dataset.")
@@ -92,7 +89,10 @@ def plot(
     unknown = [m for m in metric or [] if m not in ds]
     if unknown:
         _error(f"--metric {unknown[0]!r} is not a variable of {path}; variables: {sorted(ds.data_vars)}.")
-    files = plot_dataset(ds, out or path.parent / "figures", metrics=metric or None)
+    try:
+        files = plot_dataset(ds, out or path.parent / "figures", metrics=metric or None)
+    except SweepConfigError as e:
+        _error(f"{path}: its config_json is not a valid sweep config ({e}).")
     for f in files:
         typer.echo(str(f))
 
@@ -115,24 +115,16 @@ def threshold(
     Every [grid] axis other than the bisected one must have a single value: fix them with --set or
     --axis NAME=VALUE (e.g. `ufm threshold --axis ratio=8`).
     """
-    from ._config import SweepConfigError
-    from ._threshold import find_threshold
-
     try:
         cfg = _load(config, set_, axis, {})
     except SweepConfigError as e:
         _error(str(e))
     _setup(x64, False)
-    along = axis_name or cfg.threshold.get("axis")
-    # The bisected axis comes from the bracket, not the grid.
+    along = axis_name or cfg.threshold.axis
     if along is not None:
-        import dataclasses
-
-        cfg = dataclasses.replace(cfg, axes=tuple((n, v) for n, v in cfg.axes if n != along))
+        cfg = cfg.without_axis(along)  # the bisected axis comes from the bracket, not the grid
 
     def show(x, value, status):
-        from ..solve import Status
-
         typer.echo(f"  {along} = {x:.6g}: {value:.3e} ({Status(status).name})", err=True)
 
     try:
@@ -142,6 +134,3 @@ def threshold(
         _error(str(e))
     typer.echo(result.summary())
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0)

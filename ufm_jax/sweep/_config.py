@@ -1,4 +1,4 @@
-"""Sweep configuration: a TOML file and CLI flags for the same keys, parsed and validated into `SweepConfig`.
+"""Sweep configuration: a TOML file and CLI flags for the same keys, validated into a `SweepConfig`.
 
 Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full example):
 
@@ -6,13 +6,19 @@ Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full e
     output = "ufm-results"             # results folder
 
     [problem]                          # fixed values; any key marked (axis) may instead be a [grid] axis
-    family = "ce"                      # ce | relu_ce | mse | biased_mse | deep_linear_mse   (required)
+    family = "ce"                      # a preset of the family registry (ufm_jax.FAMILIES), required:
+                                       # mse | plain_mse | deep_linear_mse | biased_mse | ce | relu_ce |
+                                       # relu_mse
+                                       # the preset sets the loss, H >= 0 and its defaults (biased_mse:
+                                       # free_bias = true)
     dim = 10                           # d (axis)
     depth = 1                          # L (axis); or widths = [d_1, ..] (axis: a list of lists)
     per_class = 1                      # weighted mode with m columns per class; omit for explicit mode
-    nonneg = false                     # H >= 0 (relu_ce sets it)
-    free_bias = false                  # unpenalised bias (biased_mse sets it)
-    lam_b = 1e-3                       # regularised bias (axis)
+    nonneg = false                     # H >= 0: set by the family (relu_ce, relu_mse), may only repeat it
+    free_bias = false                  # unpenalised bias (default: the preset's)
+    lam_b = 1e-3                       # regularised bias (lam_b/2)|b|^2, any family, not with
+                                       # free_bias (axis)
+    lam_w = 1e-2                       # (axis) or one value per layer W_1..W_L: lam_w = [1e-2, 2e-2]
     # class sizes: either explicit vectors ...
     class_sizes = [500, 500, 100, 100] # (axis: a list of vectors)
     # ... or two clusters: k_a, k_b (axes) and exactly two of n_a, n_b, ratio (= n_a/n_b >= 1),
@@ -22,13 +28,14 @@ Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full e
 
     [grid]                             # one entry per axis, in the order of the dataset's dimensions
     lam_z = { start = 1e-4, stop = 1e-2, num = 12, spacing = "log" }   # or spacing = "linear"
-    ratio = [1, 2, 5, 10]              # explicit values
+    ratio = [1, 2, 5, 10]              # explicit values (or { values = [...] })
     seed = [0, 1, 2]                   # PRNG seeds of the random starts (also an axis)
 
     [solver]
-    method = "auto"                    # auto | lbfgs | lockstep_lbfgs | projected_gradient | gradient_descent | adam
+    method = "auto"                    # auto | lbfgs | lockstep_lbfgs | gradient_descent | adam |
+                                       # projected_gradient, or lockstep | gd | pg (stored canonical)
     max_steps = 5000                   # default: the method's own
-    gtol = 1e-9                        # default: 1e-9 in float64
+    gtol = 1e-9                        # default: the method's own
     starts = 1                         # random starts per point (the best is kept)
     seed = 0                           # PRNG seed when `seed` is not an axis
     init_scale = 1.0
@@ -41,123 +48,398 @@ Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full e
                                        # 0 = ufm_jax.DEFAULT_SLOTS (32)
 
     [plot]
-    metrics = ["minority_logit_spread", "gap"]
+    metrics = ["minority_logit_spread", "gap"]   # default: the family's plot_metrics
     x = "lam_z"                        # default: the first axis
     y = "ratio"                        # default: the second axis (heat map), none → line plot
-    formats = ["png", "pdf"]
+    formats = ["png", "pdf"]           # png | pdf | svg
 
     [threshold]                        # defaults for `ufm threshold`
-    axis = "lam_z"
+    axis = "lam_z"                     # a real-valued axis
     lo = 1e-4
     hi = 1e-2
-    metric = "minority_logit_spread"
+    metric = "minority_logit_spread"   # default: the family's threshold_metric
     level = 1e-6
     rtol = 1e-3
-    boundary = "minority_collapse"
+    max_steps = 40
+    boundary = "minority collapse"     # a name of ufm_jax.phase_boundaries (default: the first one
+                                       # that the bracket contains)
 
 CLI: `--set problem.n_b=100` (or `--set n_b=100`, the section found from the key) sets any key, the value
 read as TOML (`--set plot.metrics='["nc1"]'`); `--axis lam_z=log:1e-4:1e-2:12`, `--axis ratio=1,2,5`
 or `--axis 'class_sizes=[[5,1],[5,2]]'` adds or replaces an axis.
+
+Errors name the file line and the key: `config.toml:12: grid.ratio: ratio=0.5 is not allowed: ...`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pydantic
+import tomli_w
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+
+from .. import _validation as V
+from .._families import FAMILIES, PRESETS, Family
+from ..solve import canonical_solver_name
 
 
 class SweepConfigError(ValueError):
     """A sweep configuration that cannot run; the message names the key (and the file line)."""
 
 
-FAMILIES: dict[str, dict[str, Any]] = {
-    "ce": {"loss": "ce"},
-    "relu_ce": {"loss": "ce", "nonneg": True},
-    "mse": {"loss": "mse"},
-    "biased_mse": {"loss": "mse", "free_bias": True},
-    "deep_linear_mse": {"loss": "mse"},
-}
+class _Invalid(ValueError):
+    """A failed check that names its key. Raised inside pydantic validators: pydantic keeps it as the
+    error's context, and `_messages` reads the key back to find its line."""
 
-# key → kind. Kinds: pos (float > 0), ratio (float >= 1), count (int >= 1), seed (int >= 0),
-# sizes (vector of floats > 0, len >= 2), widths (vector of ints >= 1, may be empty).
-AXES: dict[str, str] = {
-    "lam_w": "pos", "lam_h": "pos", "lam_b": "pos", "lam_z": "pos", "lam_ratio": "pos",
-    "ratio": "ratio", "n_a": "pos", "n_b": "pos", "n_total": "pos", "k_a": "count", "k_b": "count",
-    "class_sizes": "sizes", "depth": "count", "widths": "widths", "dim": "count", "seed": "seed",
+    def __init__(self, section: str, key: str | None, message: str):
+        super().__init__(message)
+        self.section, self.key = section, key
+
+
+# ---- values: one check per kind, shared by [problem] keys and [grid] axes ------------------------------
+
+
+def _real(name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise V.fail(name, v, "expected a number")
+    return float(v)
+
+
+def _positive(name: str, v) -> float:
+    return V.positive(name, _real(name, v))
+
+
+def _finite(name: str, v) -> float:
+    v = _real(name, v)
+    if not math.isfinite(v):
+        raise V.fail(name, v, "expected a finite number")
+    return v
+
+
+def _ratio(name: str, v) -> float:
+    v = _real(name, v)
+    if not (math.isfinite(v) and v >= 1):
+        raise V.fail(name, v, "expected n_a/n_b >= 1 (the majority cluster is A)")
+    return v
+
+
+def _count(name: str, v) -> int:
+    return V.integer(name, v, 1)
+
+
+def _natural(name: str, v) -> int:
+    return V.integer(name, v, 0)
+
+
+def _sizes(name: str, v) -> tuple[float, ...]:
+    if not isinstance(v, (list, tuple)):
+        raise V.fail(name, v, "expected a vector of K >= 2 class sizes")
+    return tuple(float(x) for x in V.class_sizes(name, [_real(name, x) for x in v]))
+
+
+def _widths(name: str, v) -> tuple[int, ...]:
+    if not isinstance(v, (list, tuple)):
+        raise V.fail(name, v, "expected a list of hidden widths")
+    return V.integers(name, v, 1)
+
+
+def _lam_w(name: str, v) -> float | tuple[float, ...]:
+    if isinstance(v, (list, tuple)):
+        if not v:
+            raise V.fail(name, v, "expected one lam_w or one per layer")
+        return tuple(_positive(name, x) for x in v)
+    return _positive(name, v)
+
+
+AXES = {
+    "lam_w": _positive, "lam_h": _positive, "lam_b": _positive, "lam_z": _positive,
+    "lam_ratio": _positive, "ratio": _ratio, "n_a": _positive, "n_b": _positive, "n_total": _positive,
+    "k_a": _count, "k_b": _count, "class_sizes": _sizes, "depth": _count, "widths": _widths,
+    "dim": _count, "seed": _natural,
 }
-PROBLEM_KEYS = {"family", "per_class", "nonneg", "free_bias", *AXES} - {"seed"}
-SECTIONS: dict[str, dict[str, type | tuple]] = {
-    "": {"name": str, "output": str},
-    "solver": {"method": str, "max_steps": int, "gtol": (int, float), "starts": int, "seed": int,
-               "init_scale": (int, float)},
-    "run": {"chunk_size": int, "memory_gb": (int, float), "shard": bool, "slots": int},
-    "plot": {"metrics": list, "x": str, "y": str, "formats": list},
-    "threshold": {"axis": str, "lo": (int, float), "hi": (int, float), "metric": str,
-                  "level": (int, float), "rtol": (int, float), "boundary": str, "max_steps": int},
-}
-METHODS = ("auto", "lbfgs", "lockstep_lbfgs", "projected_gradient", "gradient_descent", "adam")
-DEFAULTS = {
-    "solver": {"method": "auto", "starts": 1, "seed": 0, "init_scale": 1.0},
-    "run": {"chunk_size": 0, "memory_gb": 2.0, "shard": True, "slots": 0},
-    "plot": {"formats": ["png", "pdf"]},
-    "threshold": {"metric": "minority_logit_spread", "level": 1e-6, "rtol": 1e-3, "max_steps": 40},
-}
+"""Axis name → the check of one of its values."""
+
+REAL_AXES = tuple(name for name, check in AXES.items() if check in (_positive, _ratio))
+"""Axes with real values > 0, all scales: they may be spaced (start/stop/num), bisected (`ufm threshold`,
+geometrically) and drawn on a log scale."""
+
 SIZE_KEYS = ("n_a", "n_b", "ratio", "n_total")
 
 
-@dataclasses.dataclass(frozen=True)
-class SweepConfig:
-    """A validated sweep: fixed problem values, the axes (expanded to explicit values) and settings.
+def _checked(check, type_):
+    """`type_`, its values first passed through `check(field name, value)` (`None` passes)."""
+    return Annotated[type_, BeforeValidator(lambda v, info: v if v is None else check(info.field_name, v))]
+
+
+Positive = _checked(_positive, float)
+Finite = _checked(_finite, float)
+Count = _checked(_count, int)
+Natural = _checked(_natural, int)
+
+
+# ---- the sections ----------------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProblemSection(_Section):
+    """`[problem]`: the fixed problem values (see the module docstring); `None` = not given."""
+
+    family: StrictStr
+    per_class: _checked(_count, int | None) = None
+    nonneg: StrictBool | None = None
+    free_bias: StrictBool | None = None
+    dim: _checked(_count, int | None) = None
+    depth: _checked(_count, int | None) = None
+    widths: _checked(_widths, tuple[int, ...] | None) = None
+    lam_w: _checked(_lam_w, float | tuple[float, ...] | None) = None
+    lam_h: _checked(_positive, float | None) = None
+    lam_b: _checked(_positive, float | None) = None
+    lam_z: _checked(_positive, float | None) = None
+    lam_ratio: _checked(_positive, float | None) = None
+    class_sizes: _checked(_sizes, tuple[float, ...] | None) = None
+    k_a: _checked(_count, int | None) = None
+    k_b: _checked(_count, int | None) = None
+    n_a: _checked(_positive, float | None) = None
+    n_b: _checked(_positive, float | None) = None
+    ratio: _checked(_ratio, float | None) = None
+    n_total: _checked(_positive, float | None) = None
+
+    @pydantic.field_validator("family")
+    @classmethod
+    def _preset(cls, family: str) -> str:
+        return V.choice("family", family, tuple(PRESETS))
+
+    def given(self) -> dict[str, Any]:
+        """The keys that are set, with their values."""
+        return {k: v for k, v in self if v is not None}
+
+
+class SolverSection(_Section):
+    """`[solver]`; `method` is stored canonical (`lockstep` → `lockstep_lbfgs`)."""
+
+    method: StrictStr = "auto"
+    max_steps: _checked(_count, int | None) = None
+    gtol: _checked(_positive, float | None) = None
+    starts: Count = 1
+    seed: Natural = 0
+    init_scale: Positive = 1.0
+
+    @pydantic.field_validator("method")
+    @classmethod
+    def _canonical(cls, method: str) -> str:
+        return canonical_solver_name(method, "method")
+
+
+class RunSection(_Section):
+    """`[run]`."""
+
+    chunk_size: Natural = 0
+    memory_gb: Positive = 2.0
+    shard: StrictBool = True
+    slots: Natural = 0
+
+
+class PlotSection(_Section):
+    """`[plot]`; `metrics` defaults to the family's `plot_metrics`."""
+
+    metrics: tuple[StrictStr, ...] | None = None
+    x: StrictStr | None = None
+    y: StrictStr | None = None
+    formats: tuple[Literal["png", "pdf", "svg"], ...] = ("png", "pdf")
+
+
+class ThresholdSection(_Section):
+    """`[threshold]`: defaults of `ufm threshold`; `metric` defaults to the family's
+    `threshold_metric`."""
+
+    axis: StrictStr | None = None
+    lo: _checked(_finite, float | None) = None
+    hi: _checked(_finite, float | None) = None
+    metric: StrictStr | None = None
+    level: Finite = 1e-6
+    rtol: Positive = 1e-3
+    boundary: StrictStr | None = None
+    max_steps: Count = 40
+
+    @pydantic.field_validator("axis")
+    @classmethod
+    def _real_axis(cls, axis: str | None) -> str | None:
+        return axis if axis is None else V.choice("axis", axis, REAL_AXES)
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "problem": ProblemSection, "solver": SolverSection, "run": RunSection, "plot": PlotSection,
+    "threshold": ThresholdSection,
+}
+TOP_KEYS = ("name", "output")
+
+
+# ---- axes -------------------------------------------------------------------------------------------------
+
+
+def _spaced(name: str, spec: dict) -> list:
+    """The values of a `{start, stop, num, spacing}` table."""
+    missing = {"start", "stop", "num"} - set(spec)
+    if missing:
+        raise _Invalid("grid", name, f"missing {sorted(missing)}; expected start, stop, num and spacing = "
+                       "'log' or 'linear'.")
+    if name not in REAL_AXES:
+        raise _Invalid("grid", name, "start/stop/num spacing is for real-valued axes; give a list of "
+                       "values.")
+    num = spec["num"]
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise _Invalid("grid", name, f"num={num!r}: expected an integer >= 1 (an empty grid cannot run).")
+    lo, hi = (_finite(f"{name}.{key}", spec[key]) for key in ("start", "stop"))
+    spacing = spec.get("spacing", "linear")
+    if spacing == "log":
+        if lo <= 0 or hi <= 0:
+            raise _Invalid("grid", name, f"log spacing needs start, stop > 0, got {lo!r}, {hi!r}.")
+        values = [float(v) for v in np.logspace(np.log10(lo), np.log10(hi), num)]
+        values[0], values[-1] = lo, hi  # logspace rounds the end points; keep them exact
+        return values
+    if spacing in ("linear", "lin"):
+        return [float(v) for v in np.linspace(lo, hi, num)]
+    raise _Invalid("grid", name, f"spacing={spacing!r}: expected 'log' or 'linear'.")
+
+
+def _axis(name: str, spec) -> tuple:
+    """One `[grid]` entry expanded to its checked values."""
+    if name not in AXES:
+        raise _Invalid("grid", name, f"unknown axis; allowed axes: {sorted(AXES)}.")
+    if isinstance(spec, dict):
+        extra = set(spec) - {"start", "stop", "num", "spacing", "values"}
+        if extra:
+            raise _Invalid("grid", name, f"unknown key(s) {sorted(extra)} in the axis table; allowed: "
+                           "start, stop, num, spacing, or values.")
+        spec = spec["values"] if "values" in spec else _spaced(name, spec)
+    if not isinstance(spec, (list, tuple)):
+        spec = [spec]
+    if len(spec) == 0:
+        raise _Invalid("grid", name, "empty grid: give at least one value.")
+    try:
+        values = tuple(AXES[name](name, v) for v in spec)
+    except ValueError as e:
+        raise _Invalid("grid", name, str(e)) from None
+    if len(set(values)) != len(values):
+        raise _Invalid("grid", name, f"duplicate values in {list(spec)!r}.")
+    return values
+
+
+# ---- the whole config --------------------------------------------------------------------------------
+
+
+class SweepConfig(BaseModel):
+    """A validated sweep (see the module docstring for every key).
 
     **Fields:**
 
     - `name`, `output`: the sweep's name and results folder.
-    - `problem`: fixed problem keys (see the module docstring).
-    - `axes`: `((name, (value, ...)), ...)` in dimension order; vectors are tuples.
-    - `solver`, `run`, `plot`, `threshold`: their sections, with defaults filled in.
-    - `source`: the TOML file it came from, or `None`.
+    - `problem`: the fixed problem values; the family preset's defaults are filled in.
+    - `grid`: `{axis: (value, ...)}` in dimension order, every axis expanded to its values (vectors as
+      tuples).
+    - `solver`, `run`, `plot`, `threshold`: their sections, with defaults filled in (the plot and
+      threshold metrics from the family).
     """
 
-    name: str
-    output: str
-    problem: dict
-    axes: tuple
-    solver: dict
-    run: dict
-    plot: dict
-    threshold: dict
-    source: str | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StrictStr = "sweep"
+    output: StrictStr = "ufm-results"
+    problem: ProblemSection
+    grid: dict[str, tuple] = Field(default_factory=dict)
+    solver: SolverSection = SolverSection()
+    run: RunSection = RunSection()
+    plot: PlotSection = PlotSection()
+    threshold: ThresholdSection = ThresholdSection()
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data):
+        """Fill in what the family preset decides where the config leaves it open (the keys are then
+        checked like any other)."""
+        if not isinstance(data, dict):
+            return data
+        if isinstance(data.get("problem"), ProblemSection):
+            data = {**data, "problem": data["problem"].given()}
+        if not isinstance(data.get("problem"), dict):
+            return data
+        preset = data["problem"].get("family")
+        if not isinstance(preset, str) or preset not in PRESETS:
+            return data
+        family = PRESETS[preset]
+        grid = data.get("grid") if isinstance(data.get("grid"), dict) else {}
+        problem = {"nonneg": family.nonneg, **{k: v for k, v in family.presets[preset].items()
+                                               if k not in grid}, **data["problem"]}
+        problem.setdefault("free_bias", False)
+        sections = {"problem": problem}
+        for section, key, default in (("plot", "metrics", list(family.plot_metrics)),
+                                      ("threshold", "metric", family.threshold_metric)):
+            table = data.get(section, {})
+            if isinstance(table, dict) and key not in table:
+                sections[section] = {**table, key: default}
+        return {**data, **sections}
+
+    @pydantic.field_validator("grid", mode="before")
+    @classmethod
+    def _axes(cls, grid):
+        if not isinstance(grid, dict):
+            raise _Invalid("grid", None, "expected a table of axes.")
+        return {name: _axis(name, spec) for name, spec in grid.items()}
+
+    @pydantic.model_validator(mode="after")
+    def _relations(self):
+        _check_problem(self.problem, self.grid)
+        for key in ("x", "y"):
+            value = getattr(self.plot, key)
+            if value is not None and value not in self.grid:
+                raise _Invalid("plot", key, f"{value!r} is not an axis; axes: {list(self.grid)}.")
+        return self
+
+    # -- views ------------------------------------------------------------------------------------------
+
+    @property
+    def axes(self) -> tuple[tuple[str, tuple], ...]:
+        """`((name, values), ...)` in dimension order."""
+        return tuple(self.grid.items())
 
     @property
     def axis_names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.axes)
+        return tuple(self.grid)
+
+    @property
+    def family(self) -> Family:
+        """The registry entry of `problem.family`."""
+        return PRESETS[self.problem.family]
+
+    def without_axis(self, name: str) -> SweepConfig:
+        """This config with axis `name` removed (`ufm threshold` supplies its values)."""
+        return self.model_copy(update={"grid": {k: v for k, v in self.grid.items() if k != name}})
 
     def to_dict(self) -> dict:
         """The canonical, JSON- and TOML-serialisable form (axes as explicit value lists)."""
-        return {
-            "name": self.name,
-            "output": self.output,
-            "problem": _plain(self.problem),
-            "grid": {name: _plain(list(values)) for name, values in self.axes},
-            "solver": _plain(self.solver),
-            "run": _plain(self.run),
-            "plot": _plain(self.plot),
-            "threshold": _plain(self.threshold),
-        }
+        return self.model_dump(mode="json", exclude_none=True)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def to_toml(self) -> str:
-        return dumps_toml(self.to_dict())
+        return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> SweepConfig:
+        """Read back `to_json` (e.g. a dataset's `config_json`)."""
+        return validate(json.loads(text))
 
     def fingerprint(self) -> str:
         """A hash of everything that changes the numbers (not the output folder or the plots)."""
@@ -169,56 +451,62 @@ class SweepConfig:
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _plain(x):
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
+def _check_problem(problem: ProblemSection, grid: dict) -> None:
+    """The rules between keys: which combinations describe one problem per grid point."""
+    fixed = problem.given()
+    given = set(fixed) | set(grid)
 
+    def where(key: str) -> str:
+        return "grid" if key in grid else "problem"
 
-# ---- TOML writing (tomllib reads only) -----------------------------------------------------------------
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    if v is None:
-        raise TypeError("TOML has no null")
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def dumps_toml(d: dict) -> str:
-    """Write a dict of scalars and one level of tables as TOML (floats round-trip exactly)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict) and v is not None]
-    for k, v in d.items():
-        if isinstance(v, dict):
-            lines += ["", f"[{k}]"]
-            lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None]
-    return "\n".join(lines) + "\n"
+    for name in set(grid) & set(fixed):
+        raise _Invalid("problem", name, "is also a [grid] axis; give it in one place only.")
+    family = PRESETS[problem.family]
+    if problem.nonneg != family.nonneg:
+        other = [f.name for f in FAMILIES.values() if f.loss == family.loss and f.nonneg == problem.nonneg]
+        raise _Invalid("problem", "nonneg", f"nonneg={problem.nonneg} is not the {problem.family!r} "
+                       f"family's (H >= 0 is {family.nonneg}); set family = {other[0]!r} instead."
+                       if other else f"family {problem.family!r} has nonneg={family.nonneg}.")
+    if "dim" not in given:
+        raise _Invalid("problem", "dim", "missing: the feature dimension d.")
+    if "depth" in given and "widths" in given:
+        raise _Invalid(where("widths"), "widths", "give depth or widths, not both.")
+    if "class_sizes" in given:
+        clash = [k for k in ("k_a", "k_b", *SIZE_KEYS) if k in given]
+        if clash:
+            raise _Invalid(where(clash[0]), clash[0], "class_sizes and the two-cluster keys (k_a, k_b, "
+                           "n_a, n_b, ratio, n_total) exclude each other.")
+    else:
+        for key in ("k_a", "k_b"):
+            if key not in given:
+                raise _Invalid("problem", key, "missing: give class_sizes, or k_a, k_b and two of n_a, "
+                               "n_b, ratio, n_total.")
+        sizes = [k for k in SIZE_KEYS if k in given]
+        if len(sizes) != 2:
+            key = (sizes or ["n_b"])[-1]
+            raise _Invalid(where(key), key, f"got {sizes or 'none'} of n_a, n_b, ratio, n_total: give "
+                           "exactly two (e.g. ratio with n_b held, or ratio with n_total held).")
+    if "lam_z" in given:
+        for key in ("lam_w", "lam_h"):
+            if key in given:
+                raise _Invalid(where(key), key, "lam_z = sqrt(lam_w lam_h) is given: set the ratio "
+                               "lam_ratio = lam_w/lam_h instead of lam_w or lam_h.")
+    else:
+        if "lam_ratio" in given:
+            raise _Invalid(where("lam_ratio"), "lam_ratio", "lam_ratio needs lam_z.")
+        for key in ("lam_w", "lam_h"):
+            if key not in given:
+                raise _Invalid("problem", key, "missing: give lam_w and lam_h, or lam_z (and lam_ratio).")
+    if "lam_b" in given and problem.free_bias:
+        raise _Invalid(where("lam_b"), "lam_b", "a regularised bias (lam_b) and a free bias (free_bias, "
+                       f"set by the {problem.family!r} preset or the config) exclude each other.")
 
 
 # ---- errors with file lines ----------------------------------------------------------------------------
 
 
-class _Where:
-    """Names a key as `file:line: section.key` when the key is in the file's text."""
+class _Lines:
+    """Finds the line of `section.key` (or of the `[section]` header) in a TOML file's text."""
 
     def __init__(self, path: str | None, text: str | None):
         self.path, self.text = path, text
@@ -239,16 +527,58 @@ class _Where:
                 return i
         return None
 
-    def fail(self, section: str, key: str | None, message: str) -> SweepConfigError:
+    def message(self, section: str, key: str | None, text: str) -> str:
         name = ".".join(x for x in (section, key) if x)
         line = self.line(section, key)
         where = ""
         if self.path is not None:
             where = f"{self.path}:{line}: " if line else f"{self.path}: "
-        return SweepConfigError(f"{where}{name}: {message}")
+        return f"{where}{name}: {text}"
 
 
-# ---- axes -------------------------------------------------------------------------------------------------
+def _located(error: dict) -> tuple[str, str | None, str]:
+    """`(section, key, message)` of one pydantic error."""
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, _Invalid):
+        return cause.section, cause.key, str(cause)
+    loc = [x for x in error["loc"] if isinstance(x, str)]
+    if loc and loc[0] in (*SECTIONS, "grid"):
+        section, key = loc[0], (loc[1] if len(loc) > 1 else None)
+    else:
+        section, key = "", (loc[0] if loc else None)
+    kind = error["type"]
+    if isinstance(cause, ValueError):
+        return section, key, str(cause)
+    if kind == "extra_forbidden":
+        if section:
+            allowed = list(SECTIONS[section].model_fields)
+            return section, key, f"unknown key; allowed: {allowed}."
+        if isinstance(error["input"], dict):
+            return key, None, f"unknown table; allowed: {[*SECTIONS, 'grid']}."
+        return "", key, f"unknown key; allowed top-level keys: {list(TOP_KEYS)} and tables " \
+                        f"{[*SECTIONS, 'grid']}."
+    if kind == "missing":
+        return section, key, "missing."
+    if kind in ("model_type", "dict_type"):
+        return section, key, "expected a table."
+    msg = error["msg"]
+    return section, key, f"{error['input']!r}: {msg[0].lower()}{msg[1:]}."
+
+
+def validate(data: dict, *, source: str | None = None, text: str | None = None) -> SweepConfig:
+    """Validate a parsed config dict (see the module docstring) into a `SweepConfig`.
+
+    **Raises:** `SweepConfigError`, one line per error: `file:line: section.key: message`.
+    """
+    try:
+        return SweepConfig.model_validate(data)
+    except pydantic.ValidationError as e:
+        lines = _Lines(source, text)
+        messages = dict.fromkeys(lines.message(*_located(err)) for err in e.errors(include_url=False))
+        raise SweepConfigError("\n".join(messages)) from None
+
+
+# ---- flags and files ----------------------------------------------------------------------------------
 
 
 def parse_axis_flag(flag: str) -> tuple[str, Any]:
@@ -265,8 +595,7 @@ def parse_axis_flag(flag: str) -> tuple[str, Any]:
             raise SweepConfigError(f"--axis {name}: {spec!r} is not KIND:START:STOP:NUM ({e}).") from None
     value = _toml_scalar(spec)
     if isinstance(value, str):
-        parts = [p for p in spec.split(",")]
-        value = [_toml_scalar(p.strip()) for p in parts]
+        value = [_toml_scalar(p.strip()) for p in spec.split(",")]
         if any(isinstance(p, str) for p in value):
             raise SweepConfigError(f"--axis {name}: {spec!r} is not a list of values, log:.., lin:.. "
                                    "or a TOML value.")
@@ -280,98 +609,11 @@ def _toml_scalar(text: str):
         return text
 
 
-def _expand(name: str, spec, where: _Where) -> tuple:
-    kind = AXES.get(name)
-    if kind is None:
-        raise where.fail("grid", name, f"unknown axis; allowed axes: {sorted(AXES)}.")
-    if isinstance(spec, dict):
-        allowed = {"start", "stop", "num", "spacing", "values"}
-        extra = set(spec) - allowed
-        if extra:
-            raise where.fail("grid", name, f"unknown key(s) {sorted(extra)} in the axis table; allowed: "
-                             f"{sorted(allowed)}.")
-        if "values" in spec:
-            spec = spec["values"]
-        else:
-            missing = {"start", "stop", "num"} - set(spec)
-            if missing:
-                raise where.fail("grid", name, f"missing {sorted(missing)}; expected start, stop, num "
-                                 "and spacing = 'log' or 'linear'.")
-            spacing = spec.get("spacing", "linear")
-            num = spec["num"]
-            if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-                raise where.fail("grid", name, f"num={num!r}: expected an integer >= 1 (an empty grid "
-                                 "cannot run).")
-            if kind not in ("pos", "ratio"):
-                raise where.fail("grid", name, "start/stop/num spacing is for real-valued axes; give a "
-                                 "list of values.")
-            lo, hi = spec["start"], spec["stop"]
-            for key, v in (("start", lo), ("stop", hi)):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise where.fail("grid", name, f"{key}={v!r}: expected a finite number.")
-            if spacing == "log":
-                if lo <= 0 or hi <= 0:
-                    raise where.fail("grid", name, f"log spacing needs start, stop > 0, got {lo!r}, "
-                                     f"{hi!r}.")
-                spec = [float(v) for v in np.logspace(np.log10(lo), np.log10(hi), num)]
-                # logspace rounds the end points; keep them exact.
-                spec[0], spec[-1] = float(lo), float(hi)
-            elif spacing in ("linear", "lin"):
-                spec = [float(v) for v in np.linspace(lo, hi, num)]
-            else:
-                raise where.fail("grid", name, f"spacing={spacing!r}: expected 'log' or 'linear'.")
-    if not isinstance(spec, list):
-        spec = [spec]
-    if len(spec) == 0:
-        raise where.fail("grid", name, "empty grid: give at least one value.")
-    values = tuple(_check_value(name, v, where, "grid") for v in spec)
-    if len(set(values)) != len(values):
-        raise where.fail("grid", name, f"duplicate values in {list(spec)!r}.")
-    return values
-
-
-def _check_value(name: str, v, where: _Where, section: str):
-    kind = AXES[name]
-    bad = lambda msg: where.fail(section, name, f"{v!r} is not allowed: {msg}.")  # noqa: E731
-    if kind in ("pos", "ratio"):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise bad("expected a finite number")
-        if kind == "pos" and v <= 0:
-            raise bad("expected a value > 0")
-        if kind == "ratio" and v < 1:
-            raise bad("expected a ratio n_a/n_b >= 1 (the majority cluster is A)")
-        return float(v)
-    if kind in ("count", "seed"):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise bad("expected an integer")
-        if v < (1 if kind == "count" else 0):
-            raise bad(f"expected an integer >= {1 if kind == 'count' else 0}")
-        return int(v)
-    if kind == "sizes":
-        if not isinstance(v, list) or len(v) < 2:
-            raise bad("expected a vector of at least K = 2 class sizes")
-        for x in v:
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or not (math.isfinite(x) and x > 0):
-                raise bad("every class size must be a finite number > 0")
-        return tuple(float(x) for x in v)
-    if kind == "widths":
-        if not isinstance(v, list):
-            raise bad("expected a list of hidden widths")
-        for x in v:
-            if isinstance(x, bool) or not isinstance(x, int) or x < 1:
-                raise bad("every width must be an integer >= 1")
-        return tuple(int(x) for x in v)
-    raise AssertionError(kind)
-
-
-# ---- the whole file --------------------------------------------------------------------------------------
-
-
 def _find_section(key: str) -> str:
-    if key in PROBLEM_KEYS:
-        return "problem"
-    for section, keys in SECTIONS.items():
-        if key in keys:
+    if key in TOP_KEYS:
+        return ""
+    for section, model in SECTIONS.items():
+        if key in model.model_fields:
             return section
     raise SweepConfigError(f"--set {key}: unknown key; give section.key (problem, grid, solver, run, "
                            "plot, threshold).")
@@ -384,10 +626,7 @@ def apply_flags(data: dict, sets: list[str] | None = None, axes: list[str] | Non
         if "=" not in flag:
             raise SweepConfigError(f"--set {flag!r}: expected KEY=VALUE, e.g. problem.n_b=100.")
         key, text = (s.strip() for s in flag.split("=", 1))
-        if "." in key:
-            section, key = key.split(".", 1)
-        else:
-            section = _find_section(key)
+        section, key = key.split(".", 1) if "." in key else (_find_section(key), key)
         value = _toml_scalar(text)
         if section == "":
             data[key] = value
@@ -444,160 +683,4 @@ def load_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SweepConfigError(f"{source or '<text>'}: not a valid TOML file: {e}.") from None
-    data = apply_flags(data, sets, axes)
-    return validate(data, source=source, text=text)
-
-
-def validate(data: dict, *, source: str | None = None, text: str | None = None) -> SweepConfig:
-    """Validate a parsed config dict (see the module docstring) into a `SweepConfig`."""
-    where = _Where(source, text)
-    known = {"", "problem", "grid", *SECTIONS}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            if key not in known:
-                raise where.fail(key, None, f"unknown table; allowed: {sorted(known - {''})}.")
-        elif key not in SECTIONS[""]:
-            raise where.fail("", key, f"unknown key; allowed top-level keys: {sorted(SECTIONS[''])} "
-                             f"and tables {sorted(known - {''})}.")
-    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    for key, value in top.items():
-        if not isinstance(value, str):
-            raise where.fail("", key, f"{value!r}: expected a string.")
-    sections = {}
-    for section in ("solver", "run", "plot", "threshold"):
-        table = data.get(section, {})
-        spec = SECTIONS[section]
-        for key, value in table.items():
-            if key not in spec:
-                raise where.fail(section, key, f"unknown key; allowed: {sorted(spec)}.")
-            if isinstance(value, bool) and spec[key] is not bool or not isinstance(value, spec[key]):
-                raise where.fail(section, key, f"{value!r}: expected {_typename(spec[key])}.")
-        sections[section] = {**DEFAULTS.get(section, {}), **table}
-
-    solver = sections["solver"]
-    if solver["method"] not in METHODS:
-        raise where.fail("solver", "method", f"{solver['method']!r}: expected one of {METHODS}.")
-    for key, low in (("max_steps", 1), ("starts", 1), ("seed", 0)):
-        if key in solver and solver[key] < low:
-            raise where.fail("solver", key, f"{solver[key]!r}: expected an integer >= {low}.")
-    for key in ("gtol", "init_scale"):
-        if key in solver and not (math.isfinite(solver[key]) and solver[key] > 0):
-            raise where.fail("solver", key, f"{solver[key]!r}: expected a finite number > 0.")
-    run = sections["run"]
-    if run["chunk_size"] < 0:
-        raise where.fail("run", "chunk_size", f"{run['chunk_size']!r}: expected 0 (auto) or >= 1.")
-    if run["slots"] < 0:
-        raise where.fail("run", "slots", f"{run['slots']!r}: expected 0 (default) or >= 1.")
-    if not run["memory_gb"] > 0:
-        raise where.fail("run", "memory_gb", f"{run['memory_gb']!r}: expected a number > 0.")
-
-    problem_in = data.get("problem", {})
-    grid_in = data.get("grid", {})
-    for key in problem_in:
-        if key not in PROBLEM_KEYS:
-            raise where.fail("problem", key, f"unknown key; allowed: {sorted(PROBLEM_KEYS)}.")
-    axes = tuple((name, _expand(name, spec, where)) for name, spec in grid_in.items())
-    axis_names = {name for name, _ in axes}
-    for name in axis_names & set(problem_in):
-        raise where.fail("problem", name, "is also a [grid] axis; give it in one place only.")
-
-    problem = {}
-    family = problem_in.get("family")
-    if family is None:
-        raise where.fail("problem", "family", f"missing; expected one of {sorted(FAMILIES)}.")
-    if family not in FAMILIES:
-        raise where.fail("problem", "family", f"{family!r}: expected one of {sorted(FAMILIES)}.")
-    problem["family"] = family
-    for key in ("nonneg", "free_bias"):
-        value = problem_in.get(key, FAMILIES[family].get(key, False))
-        if not isinstance(value, bool):
-            raise where.fail("problem", key, f"{value!r}: expected true or false.")
-        problem[key] = value
-    if "per_class" in problem_in:
-        m = problem_in["per_class"]
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise where.fail("problem", "per_class", f"{m!r}: expected an integer >= 1 (weighted mode).")
-        problem["per_class"] = m
-    for key, value in problem_in.items():
-        if key in AXES:
-            if key == "lam_w" and isinstance(value, list):
-                problem[key] = tuple(_check_value(key, v, where, "problem") for v in value)
-                if not problem[key]:
-                    raise where.fail("problem", key, "empty list: give one lam_w or one per layer.")
-            else:
-                problem[key] = _check_value(key, value, where, "problem")
-    given = set(problem) | axis_names
-
-    if "seed" in problem:
-        raise where.fail("problem", "seed", "the PRNG seed is solver.seed (or a [grid] seed axis).")
-    if "dim" not in given:
-        raise where.fail("problem", "dim", "missing: the feature dimension d.")
-    if "depth" in given and "widths" in given:
-        raise where.fail("grid" if "widths" in axis_names else "problem", "widths",
-                         "give depth or widths, not both.")
-    # class sizes
-    if "class_sizes" in given:
-        clash = [k for k in ("k_a", "k_b", *SIZE_KEYS) if k in given]
-        if clash:
-            raise where.fail("problem", clash[0], "class_sizes and the two-cluster keys (k_a, k_b, n_a, "
-                             "n_b, ratio, n_total) exclude each other.")
-    else:
-        for key in ("k_a", "k_b"):
-            if key not in given:
-                raise where.fail("problem", key, "missing: give class_sizes, or k_a, k_b and two of "
-                                 "n_a, n_b, ratio, n_total.")
-        sizes = [k for k in SIZE_KEYS if k in given]
-        if len(sizes) != 2:
-            raise where.fail("problem", (sizes or ["n_b"])[-1], f"got {sizes or 'none'} of n_a, n_b, "
-                             "ratio, n_total: give exactly two (e.g. ratio with n_b held, or ratio with "
-                             "n_total held).")
-    # regularisation
-    if "lam_z" in given:
-        for key in ("lam_w", "lam_h"):
-            if key in given:
-                raise where.fail("problem", key, "lam_z = sqrt(lam_w lam_h) is given: set the ratio "
-                                 "lam_ratio = lam_w/lam_h instead of lam_w or lam_h.")
-    else:
-        if "lam_ratio" in given:
-            raise where.fail("problem", "lam_ratio", "lam_ratio needs lam_z.")
-        for key in ("lam_w", "lam_h"):
-            if key not in given:
-                raise where.fail("problem", key, "missing: give lam_w and lam_h, or lam_z (and "
-                                 "lam_ratio).")
-    if "lam_b" in given and problem["free_bias"]:
-        raise where.fail("problem", "lam_b", "a regularised bias (lam_b) and free_bias exclude each other.")
-    loss = FAMILIES[family]["loss"]
-    if "lam_b" in given and loss != "ce":
-        raise where.fail("problem", "lam_b", "the regularised bias is for the CE families; use "
-                         "biased_mse for a free bias.")
-
-    plot = sections["plot"]
-    for key in ("x", "y"):
-        if key in plot and plot[key] not in axis_names:
-            raise where.fail("plot", key, f"{plot[key]!r} is not an axis; axes: {sorted(axis_names)}.")
-    for fmt in plot["formats"]:
-        if fmt not in ("png", "pdf", "svg"):
-            raise where.fail("plot", "formats", f"{fmt!r}: expected png, pdf or svg.")
-    if "metrics" in plot and not all(isinstance(m, str) for m in plot["metrics"]):
-        raise where.fail("plot", "metrics", "expected a list of variable names.")
-    threshold = sections["threshold"]
-    if "axis" in threshold and threshold["axis"] not in AXES:
-        raise where.fail("threshold", "axis", f"{threshold['axis']!r} is not an axis name.")
-
-    return SweepConfig(
-        name=top.get("name", "sweep"),
-        output=top.get("output", "ufm-results"),
-        problem=problem,
-        axes=axes,
-        solver=solver,
-        run=run,
-        plot=plot,
-        threshold=threshold,
-        source=source,
-    )
-
-
-def _typename(t) -> str:
-    if isinstance(t, tuple):
-        return "a number"
-    return {str: "a string", int: "an integer", bool: "true or false", list: "a list"}[t]
+    return validate(apply_flags(data, sets, axes), source=source, text=text)

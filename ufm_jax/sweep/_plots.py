@@ -1,42 +1,26 @@
 """Figures of a sweep: heat maps or line plots of chosen metrics, with the theory's phase boundaries.
 
-Boundaries come from `ufm_jax.theory.phase_boundaries`, converted to `λ_Z = √(λ_Wλ_H)` along the sweep's
-ray `λ_W/λ_H = lam_ratio`: minority and complete collapse (`√n_B/N`, `√n_A/N`) and the (b)/(c) switch for
-two-cluster CE; the class-vanishing `λ` for deep-linear MSE; the dying directions for MSE with a free bias;
-the dead-class `√(λ_Wλ_H)` for ReLU CE. On a `lam_z` axis they are drawn as lines (line plots) or curves
-(heat maps); along another axis (e.g. `n_a` at fixed `λ_Z`) a line is drawn where a boundary crosses the
-point's `λ_Z`.
+The boundaries are the dataset's `boundaries` variable (what `ufm_jax.phase_boundaries` gave each point
+when it was solved, in `λ_Z` units along the point's `(λ_W, λ_H)` ray): e.g. minority and complete
+collapse (`√n_B/N`, `√n_A/N`) and the (b)/(c) switch for two-cluster CE; the `λ` at which each class
+vanishes for deep-linear MSE; the dying directions for MSE with a free bias; the dead-class `√(λ_Wλ_H)`
+for ReLU CE. On a `lam_z` axis they are drawn as lines (line plots) or curves (heat maps); along another
+axis (e.g. `n_a` at fixed `λ_Z`) a line is drawn where a boundary crosses the point's `λ_Z`.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import warnings
+import io
 from pathlib import Path
 
 import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
 
-from .._families import phase_boundaries
-from .._problem import make_problem
-from ._config import AXES, validate
-from ._grid import expand
+from ._config import REAL_AXES, SweepConfig
+from ._dataset import axes
+from ._files import atomic_write
 
-_LOG_AXES = {"lam_w", "lam_h", "lam_b", "lam_z", "lam_ratio", "ratio", "n_a", "n_b", "n_total"}
-_FALLBACK_METRICS = ("minority_logit_spread", "nc1", "gap", "mean_norms")
-
-
-def boundaries(spec: dict) -> dict[str, float]:
-    """The theory's phase boundaries of one point's family, in `λ_Z` units (empty if none applies)."""
-    problem = make_problem(spec["loss"], spec["class_sizes"], spec["dim"], lam_w=spec["lam_w"],
-                           lam_h=spec["lam_h"], lam_b=spec["lam_b"], free_bias=spec["free_bias"],
-                           widths=spec["widths"], nonneg=spec["nonneg"], per_class=1)
-    return phase_boundaries(problem)
-
-
-def _specs(ds) -> tuple[dict, list]:
-    config = validate(json.loads(ds.attrs["config_json"]))
-    return {p.index: p.spec for p in expand(config)}, config
 
 
 def _numeric(ds, axis: str) -> np.ndarray:
@@ -48,7 +32,7 @@ def _numeric(ds, axis: str) -> np.ndarray:
 
 def _is_log(ds, axis: str) -> bool:
     v = _numeric(ds, axis)
-    return axis in _LOG_AXES and v.size > 1 and np.all(v > 0) and v.max() / v.min() > 10
+    return axis in REAL_AXES and v.size > 1 and np.all(v > 0) and v.max() / v.min() > 10
 
 
 def _edges(v: np.ndarray, log: bool) -> np.ndarray:
@@ -65,46 +49,39 @@ def _label(name: str) -> str:
             "ratio": "r = n_A/n_B", "n_a": "n_A", "n_b": "n_B", "n_total": "N"}.get(name, name)
 
 
-def _choose_axes(ds, plot: dict) -> tuple[str | None, str | None]:
-    dims = json.loads(ds.attrs["axes"])
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+def _choose_axes(ds, x: str | None, y: str | None) -> tuple[str | None, str | None]:
+    dims = axes(ds)
     multi = [d for d in dims if ds.sizes[d] > 1]
-    x = plot.get("x") or (multi[0] if multi else (dims[0] if dims else None))
+    x = x or (multi[0] if multi else (dims[0] if dims else None))
     rest = [d for d in multi if d != x and d != "seed"]
-    y = plot.get("y") or (rest[0] if rest and ds[rest[0]].values.dtype.kind in "iuf" else None)
+    y = y or (rest[0] if rest and ds[rest[0]].values.dtype.kind in "iuf" else None)
     return x, y
 
 
 def plot_dataset(ds, folder: str | Path, metrics: list[str] | None = None) -> list[Path]:
-    """Draw one figure per metric into `folder` (formats from the config's `plot.formats`).
+    """Draw one figure per metric into `folder` (settings from the config's `[plot]`: metrics, default
+    the family's `plot_metrics`; axes; formats).
 
     **Returns:** the files written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ._runner import atomic_write
-
     folder = Path(folder)
-    specs, config = _specs(ds)
+    config = SweepConfig.from_json(ds.attrs["config_json"])
     plot = config.plot
-    if metrics is None:
-        metrics = plot.get("metrics") or [m for m in _FALLBACK_METRICS if m in ds]
-    metrics = [m for m in metrics if m in ds]
-    x, y = _choose_axes(ds, plot)
+    metrics = [m for m in (plot.metrics if metrics is None else metrics) if m in ds]
+    x, y = _choose_axes(ds, plot.x, plot.y)
     written = []
     for metric in metrics:
-        fig = _figure(ds, metric, x, y, specs, config, plt)
-        for fmt in plot["formats"]:
-            import io
-
+        fig = _figure(ds, metric, x, y, config.name)
+        for fmt in plot.formats:
             buf = io.BytesIO()
             fig.savefig(buf, format=fmt, dpi=120, bbox_inches="tight", metadata=_metadata(fmt))
             path = folder / f"{metric}.{fmt}"
             atomic_write(path, buf.getvalue())
             written.append(path)
-        plt.close(fig)
     return written
 
 
@@ -122,8 +99,8 @@ def _others(ds, dims, used):
     return rest, list(np.ndindex(*[ds.sizes[d] for d in rest])) if rest else [()]
 
 
-def _figure(ds, metric, x, y, specs, config, plt):
-    dims = json.loads(ds.attrs["axes"])
+def _figure(ds, metric, x, y, title):
+    dims = axes(ds)
     var = ds[metric]
     extra = var.dims[len(dims):]
     vector = len(extra) == 1
@@ -136,39 +113,44 @@ def _figure(ds, metric, x, y, specs, config, plt):
         panels = combos[:12]
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.9 * nrows), squeeze=False)
+    # A bare Figure (no pyplot): no global backend or figure registry is touched.
+    fig = Figure(figsize=(5.2 * ncols, 3.9 * nrows))
+    axs = fig.subplots(nrows, ncols, squeeze=False)
     for k, combo in enumerate(panels):
         ax = axs[k // ncols][k % ncols]
         sel = dict(zip(rest, combo))
-        title = ", ".join(f"{_label(d)}={_fmt(ds[d].values[i])}" for d, i in sel.items())
+        panel_title = ", ".join(f"{_label(d)}={_fmt(ds[d].values[i])}" for d, i in sel.items())
         if heat:
-            _heat(ds, var, metric, x, y, sel, dims, specs, ax, fig)
+            _heat(ds, var, metric, x, y, sel, ax, fig)
         elif x is None:
             ax.text(0.5, 0.5, f"{metric} = {np.asarray(var).ravel()[0]:.4g}", ha="center")
         else:
             lines = combos[:12] if not vector else [combo]
-            _lines(ds, var, metric, x, rest, lines, vector, dims, specs, ax)
+            _lines(ds, var, metric, x, rest, lines, vector, ax)
             if not vector:
-                title = ""
-        ax.set_title(title, fontsize=9)
+                panel_title = ""
+        ax.set_title(panel_title, fontsize=9)
     for k in range(len(panels), nrows * ncols):
         axs[k // ncols][k % ncols].axis("off")
-    fig.suptitle(f"{config.name}: {metric}", fontsize=11)
+    fig.suptitle(f"{title}: {metric}", fontsize=11)
     fig.tight_layout()
     return fig
 
 
-def _fmt(v) -> str:
-    return f"{v:.3g}" if isinstance(v, (float, np.floating)) else str(v)
+def _boundaries(ds, sel: dict, *keep: str) -> dict[str, np.ndarray]:
+    """The stored boundaries at `sel`, `{name: values over the dimensions keep}`, finite somewhere."""
+    if "boundaries" not in ds:
+        return {}
+    b = ds["boundaries"].isel(sel).transpose(*keep, "boundary")
+    out = {}
+    for j, name in enumerate(ds["boundary"].values):
+        values = np.asarray(b[..., j], dtype=np.float64)
+        if np.any(np.isfinite(values)):
+            out[str(name)] = values
+    return out
 
 
-def _index(dims, sel_idx: dict) -> tuple:
-    return tuple(sel_idx[d] for d in dims)
-
-
-def _heat(ds, var, metric, x, y, sel, dims, specs, ax, fig):
-    from matplotlib.colors import LogNorm
-
+def _heat(ds, var, metric, x, y, sel, ax, fig):
     sub = var.isel(sel).transpose(y, x)
     z = np.asarray(sub, dtype=np.float64)
     xv, yv = _numeric(ds, x), _numeric(ds, y)
@@ -189,33 +171,29 @@ def _heat(ds, var, metric, x, y, sel, dims, specs, ax, fig):
     ax.set_ylabel(_label(y))
     if "lam_z" not in (x, y):
         return
-    along, across = (y, x) if x == "lam_z" else (x, y)
-    acrossv = _numeric(ds, along)
-    curves: dict[str, list] = {}
-    for j in range(ds.sizes[along]):
-        idx = {**sel, along: j, "lam_z": 0}
-        for name, value in boundaries(specs[_index(dims, idx)]).items():
-            curves.setdefault(name, []).append((acrossv[j], value))
-    for c, (name, pts) in enumerate(curves.items()):
-        a, b = np.asarray(pts).T
-        xs, ys = (b, a) if x == "lam_z" else (a, b)
+    along = y if x == "lam_z" else x
+    alongv = _numeric(ds, along)
+    for c, (name, values) in enumerate(_boundaries(ds, sel, along, "lam_z").items()):
+        # A boundary is a λ_Z along the point's ray: the same at every λ_Z of the axis.
+        with np.errstate(invalid="ignore"):
+            lam = np.where(np.isfinite(values), values, -np.inf).max(axis=1)
+        ok = np.isfinite(lam)
+        xs, ys = (lam[ok], alongv[ok]) if x == "lam_z" else (alongv[ok], lam[ok])
         ax.plot(xs, ys, color=f"C{c + 1}", lw=1.6, ls="--", marker=".", label=name)
-    if curves:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
-    xl, yl = _edges(xv, lx), _edges(yv, ly)
-    ax.set_xlim(xl[0], xl[-1])
-    ax.set_ylim(yl[0], yl[-1])
+    ax.set_xlim(_edges(xv, lx)[[0, -1]])
+    ax.set_ylim(_edges(yv, ly)[[0, -1]])
 
 
-def _lines(ds, var, metric, x, rest, combos, vector, dims, specs, ax):
+def _lines(ds, var, metric, x, rest, combos, vector, ax):
     xv = _numeric(ds, x)
-    drawn = {}
+    drawn = set()
     for c, combo in enumerate(combos):
         sel = dict(zip(rest, combo))
         sub = var.isel(sel)
         if vector:
-            sub = sub.transpose(x, ...)
-            z = np.asarray(sub, dtype=np.float64)
+            z = np.asarray(sub.transpose(x, ...), dtype=np.float64)
             for k in range(z.shape[1]):
                 if np.all(np.isnan(z[:, k])):
                     continue
@@ -224,17 +202,12 @@ def _lines(ds, var, metric, x, rest, combos, vector, dims, specs, ax):
             z = np.asarray(sub, dtype=np.float64)
             label = ", ".join(f"{_label(d)}={_fmt(ds[d].values[i])}" for d, i in sel.items()) or None
             ax.plot(xv, z, marker="o", ms=3, color=f"C{c % 10}", label=label)
-        # Boundaries of this line's points.
-        found = []
-        for i in range(xv.size):
-            b = boundaries(specs[_index(dims, {**sel, x: i})])
-            lam = specs[_index(dims, {**sel, x: i})].get("lam_z")
-            found.append((b, lam))
-        for name, value in _boundary_positions(x, xv, found):
+        lam_z = np.asarray(ds["lam_z"].broadcast_like(ds["status"]).isel(sel).transpose(x), np.float64)
+        for name, value in _boundary_positions(x, xv, lam_z, _boundaries(ds, sel, x)):
             key = (name, round(float(value), 12))
             if key in drawn:
                 continue
-            drawn[key] = True
+            drawn.add(key)
             ax.axvline(value, color="0.3", ls="--", lw=1)
             ax.annotate(name, (value, 0.98), xycoords=("data", "axes fraction"), rotation=90, va="top",
                         ha="right", fontsize=6, color="0.3")
@@ -251,20 +224,20 @@ def _lines(ds, var, metric, x, rest, combos, vector, dims, specs, ax):
         ax.legend(fontsize=7, loc="best")
 
 
-def _boundary_positions(x, xv, found):
-    """Where each boundary lies on the x axis: its value on a `lam_z` axis; else where it crosses λ_Z."""
+def _boundary_positions(x, xv, lam_z, boundaries):
+    """Where each boundary lies on the x axis: its value on a `lam_z` axis (if near the plotted range);
+    elsewhere, where it crosses the points' `λ_Z` (linear interpolation between neighbours)."""
     out = []
     if x == "lam_z":
-        if found:
-            for name, value in found[0][0].items():
-                if xv.min() / 3 <= value <= xv.max() * 3:
-                    out.append((name, value))
+        for name, values in boundaries.items():
+            value = values[np.isfinite(values)][0]
+            if xv.min() / 3 <= value <= xv.max() * 3:
+                out.append((name, value))
         return out
-    if x not in AXES or len(found) < 2:
+    if x not in REAL_AXES:
         return out
-    names = dict.fromkeys(n for b, _ in found for n in b)
-    for name in names:
-        f = [b.get(name, np.nan) - lam if lam is not None else np.nan for b, lam in found]
+    for name, values in boundaries.items():
+        f = values - lam_z
         for i in range(len(f) - 1):
             if np.isfinite(f[i]) and np.isfinite(f[i + 1]) and f[i] * f[i + 1] < 0:
                 t = f[i] / (f[i] - f[i + 1])

@@ -1,10 +1,10 @@
 """The chunked, resumable sweep runner.
 
-Every chunk's results go to `chunks/<group>-<chunk>-<hash>.npz`, written atomically (a temporary file,
-then `os.replace`), where the hash covers everything that determines the chunk's numbers (its points'
-problems and PRNG seeds, the solver settings, the chunk size and padding). A rerun of the same command
-loads finished chunks instead of solving them, so an interrupted sweep (Ctrl-C, a killed process)
-resumes where it stopped, and the final dataset is identical to an uninterrupted run's.
+Every chunk's results go to `chunks/<group>-<chunk>-<hash>.npz`, written atomically (`_files`), where the
+hash covers everything that determines the chunk's numbers (its points' problems and PRNG seeds, the
+solver settings, the chunk size and padding). A rerun of the same command loads finished chunks instead
+of solving them, so an interrupted sweep (Ctrl-C, a killed process) resumes where it stopped, and the
+final dataset is identical to an uninterrupted run's.
 
 **Determinism.** Start `j` of a point is drawn from `fold_in(key(seed), j)`, where `seed` is the point's
 PRNG seed (the `seed` axis, or `solver.seed`): it depends on nothing else, not on the chunk or the other
@@ -19,49 +19,36 @@ process 0 alone decides which chunks are done (broadcast to the others) and writ
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import io
 import json
-import os
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
+from jax.experimental import multihost_utils
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
 
 from .. import __version__
 from .._check import check
-from .._families import analytic_solution
-from .._problem import stack_problems
+from .._families import analytic_solution, phase_boundaries
+from .._json import jsonable
+from .._problem import pad_columns, stack_problems
+from ..metrics import class_means, nc_metrics
 from ..solve import Solution, Status, make_solver as _make_solver, solve
-from ._config import SweepConfig
-from ._grid import Group, expand, groups
-
-
-# ---- atomic files -----------------------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write `data` to `path` atomically: a temporary file in the same folder, fsync, `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+from ._config import SweepConfig, SweepConfigError
+from ._dataset import build_dataset, count, load_dataset, report, save_dataset, to_csv
+from ._files import atomic_write
+from ._grid import Grid, Group, Point, groups
+from ._plots import plot_dataset
 
 
 def is_writer() -> bool:
@@ -69,18 +56,62 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
+# ---- the plan -------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a sweep will solve: the grid, its groups and their chunks (positions, not points)."""
+
+    config: SweepConfig
+    grid: Grid
+    groups: tuple[Group, ...]
+
+    def chunks(self) -> Iterator[tuple[Group, int]]:
+        """`(group, chunk index)` of every chunk, in order."""
+        for group in self.groups:
+            for i in range(group.num_chunks):
+                yield group, i
+
+    def points(self, group: Group, i: int) -> list[Point]:
+        """The points of chunk `i` of `group`, made now."""
+        return self.grid.points(group.chunk(i))
+
+    def chunk_name(self, group: Group, i: int, points: list[Point]) -> str:
+        content = {"points": [p.key for p in points], "solver": self.config.solver.model_dump(mode="json"),
+                   "chunk_size": group.chunk_size, "columns": group.columns, "group": group.tag,
+                   "shard": self.config.run.shard, "slots": self.config.run.slots, "version": __version__,
+                   "dtype": str(jnp.zeros(()).dtype)}
+        digest = hashlib.sha256(json.dumps(jsonable(content), sort_keys=True).encode()).hexdigest()[:12]
+        return f"{group.tag}-c{i:04d}-{digest}.npz"
+
+
+def plan(config: SweepConfig) -> Plan:
+    """Group the grid and size its chunks; every structure is checked, and so is the solver against
+    each group's problem. Nothing is written or compiled.
+
+    **Raises:** `SweepConfigError` naming a point that cannot be built, or `solver.method`.
+    """
+    grid = Grid(config)
+    devices = len(jax.devices()) if config.run.shard else 1
+    grps = tuple(groups(grid, devices))
+    for group in grps:
+        try:
+            make_solver(config, group.example)
+        except ValueError as e:
+            raise SweepConfigError(f"solver.method: {e}") from None
+    return Plan(config, grid, grps)
+
+
 # ---- solving one chunk ----------------------------------------------------------------------------------
 
 
 def make_solver(config: SweepConfig, problem):
     s = config.solver
-    return _make_solver(s["method"], problem, "solver.method", max_steps=s.get("max_steps"),
-                        gtol=s.get("gtol"))
+    return _make_solver(s.method, problem, "solver.method", max_steps=s.max_steps, gtol=s.gtol)
 
 
 def _metrics(params, problem) -> dict:
-    from ..metrics import class_means, nc_metrics
-
     out = dict(nc_metrics(params, problem))
     means = class_means(params, problem)[0]
     norms = jnp.sqrt(jnp.sum(means * means, axis=0))
@@ -90,13 +121,15 @@ def _metrics(params, problem) -> dict:
     return out
 
 
-_METRICS = eqx.filter_jit(eqx.filter_vmap(_metrics))
+METRICS = eqx.filter_jit(eqx.filter_vmap(_metrics))
+"""Every metric a sweep stores, of a batch of solutions: `METRICS(solution.params, solution.problem)`."""
 
 
-def solve_points(config: SweepConfig, points, columns, *, pad_to: int | None = None, shard=None,
-                 start=None) -> Solution:
-    """Solve `points` as one batch (padded to `pad_to` by repeating the last), best of the configured
-    random starts each; or from `start` (a batched `Params`, one per point) with one start each.
+def solve_points(config: SweepConfig, points: list[Point], columns: int | None = None, *,
+                 pad_to: int | None = None, shard: bool | None = None, start=None) -> Solution:
+    """Solve `points` as one batch (padded to `pad_to` by repeating the last; explicit problems padded
+    to `columns`), best of the configured random starts each; or from `start` (a batched `Params`, one
+    per point) with one start each.
 
     Each point's starts are drawn from its own key, `key(seed)` (`solve` with one key per problem), so a
     point's numbers do not depend on the chunk it lands in: a resumed sweep reproduces them exactly.
@@ -104,35 +137,26 @@ def solve_points(config: SweepConfig, points, columns, *, pad_to: int | None = N
     n = len(points)
     pad_to = n if pad_to is None else pad_to
     padded = list(points) + [points[-1]] * (pad_to - n)
-    problem = stack_problems([p.problem(columns) for p in padded])
-    solver = make_solver(config, jax.tree.map(lambda x: x[0], problem))
-    shard = config.run["shard"] if shard is None else shard
+    problems = [p.problem if columns is None or p.problem.weighted else
+                pad_columns(p.problem, columns) for p in padded]
+    problem = stack_problems(problems)
+    solver = make_solver(config, problems[0])
+    shard = config.run.shard if shard is None else shard
+    slots = config.run.slots or None
     if start is None:
-        keys = np.asarray([p.spec["seed"] for p in padded], dtype=np.int64)
-        sol = solve(problem, solver, key=keys, seeds=config.solver["starts"], shard=shard,
-                    init_scale=float(config.solver["init_scale"]), slots=config.run["slots"] or None)
+        keys = np.asarray([p.seed for p in padded], dtype=np.int64)
+        sol = solve(problem, solver, key=keys, seeds=config.solver.starts, shard=shard,
+                    init_scale=config.solver.init_scale, slots=slots)
     else:
         start = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad_to - n, 0)]), start)
-        sol = solve(problem, solver, start=start, shard=shard, slots=config.run["slots"] or None)
+        sol = solve(problem, solver, start=start, shard=shard, slots=slots)
     return sol[:n]
-
-
-def _scalar(v):
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, str):
-        return v
-    a = np.asarray(v)
-    if a.ndim == 0 and a.dtype.kind in "biuf":
-        return bool(a) if a.dtype.kind == "b" else float(a)
-    return None
 
 
 def theory_columns(solution: Solution, i: int) -> dict:
     """`ufm_jax.check` of point `i` against `analytic_solution`, as scalars."""
     sol_i = solution[i]
-    theory = analytic_solution(sol_i.problem)
-    result = check(sol_i, theory)
+    result = check(sol_i, analytic_solution(sol_i.problem))
     out: dict = {"theory_objective": result.theory_objective, "gap": result.gap,
                  "geometry_gap": result.geometry_gap, "certified": bool(result.certified),
                  "regime": result.regime or "", "reason": result.reason,
@@ -141,9 +165,33 @@ def theory_columns(solution: Solution, i: int) -> dict:
     return out
 
 
-def chunk_records(config: SweepConfig, points, solution: Solution) -> dict[str, np.ndarray]:
+def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Per-point dicts of scalars → one array per key (bools, floats with NaN for missing, or strings)."""
+    out = {}
+    for key in dict.fromkeys(k for row in rows for k in row):
+        values = [row.get(key) for row in rows]
+        kinds = {type(v) for v in values if v is not None}
+        if kinds <= {bool}:
+            out[key] = np.asarray([bool(v) for v in values])
+        elif kinds <= {float, int, bool}:
+            out[key] = np.asarray([np.nan if v is None else float(v) for v in values], np.float64)
+        else:
+            out[key] = np.asarray(["" if v is None else str(v) for v in values])
+    return out
+
+
+def boundary_columns(points: list[Point]) -> dict[str, np.ndarray]:
+    """`phase_boundaries` of every point's problem: `boundary_names` (their union, in order of first
+    appearance) and `boundaries`, shape `(points, names)`, NaN where a point has no such boundary."""
+    found = [phase_boundaries(p.problem) for p in points]
+    names = list(dict.fromkeys(name for b in found for name in b))
+    table = np.asarray([[b.get(name, np.nan) for name in names] for b in found], np.float64)
+    return {"boundary_names": np.asarray(names, dtype=str),
+            "boundaries": table.reshape(len(points), len(names))}
+
+
+def chunk_records(points: list[Point], solution: Solution) -> dict[str, np.ndarray]:
     """Every stored variable of a solved chunk, as arrays with a leading point axis."""
-    n = len(points)
     rec: dict[str, np.ndarray] = {
         "point_key": np.asarray([p.key for p in points]),
         "objective": np.asarray(solution.objective, np.float64),
@@ -155,28 +203,19 @@ def chunk_records(config: SweepConfig, points, solution: Solution) -> dict[str, 
         "seed_objectives": np.asarray(solution.seed_objectives, np.float64),
         "seed_status": np.asarray(solution.seed_status, np.int64),
     }
-    for key in ("n_total", "lam_z", "lam_ratio", "lam_h", "n_a", "n_b"):
-        rec[key] = np.asarray([p.spec.get(key, np.nan) for p in points], np.float64)
-    rec["lam_w"] = np.asarray([np.atleast_1d(p.spec["lam_w"])[0] for p in points], np.float64)
-    rec["lam_b"] = np.asarray([np.nan if p.spec["lam_b"] is None else p.spec["lam_b"] for p in points])
-    rec["num_classes"] = np.asarray([len(p.spec["class_sizes"]) for p in points], np.int64)
-    rec["depth"] = np.asarray([len(p.spec["widths"]) + 1 for p in points], np.int64)
-    try:
-        metrics = _METRICS(solution.params, solution.problem)
-    except ImportError:
-        metrics = {}
-    for key, value in metrics.items():
+    for key in points[0].labels:
+        rec[key] = np.asarray([p.labels[key] for p in points], np.float64)
+    rec["seed"] = np.asarray([p.seed for p in points], np.int64)
+    rec["lam_w"] = np.asarray([float(p.problem.lam_w[0]) for p in points], np.float64)
+    rec["lam_h"] = np.asarray([float(p.problem.lam_h) for p in points], np.float64)
+    rec["lam_b"] = np.asarray([float(p.problem.lam_b) if p.problem.bias == "regularised" else np.nan
+                               for p in points], np.float64)
+    rec["num_classes"] = np.asarray([p.problem.num_classes for p in points], np.int64)
+    rec["depth"] = np.asarray([p.problem.depth for p in points], np.int64)
+    for key, value in METRICS(solution.params, solution.problem).items():
         rec[key] = np.asarray(value)
-    theory = [theory_columns(solution, i) for i in range(n)]
-    for key in dict.fromkeys(k for t in theory for k in t):
-        values = [t.get(key) for t in theory]
-        kinds = {type(v) for v in values if v is not None}
-        if kinds <= {bool}:
-            rec[key] = np.asarray([bool(v) for v in values])
-        elif kinds <= {float, int, bool}:
-            rec[key] = np.asarray([np.nan if v is None else float(v) for v in values], np.float64)
-        else:
-            rec[key] = np.asarray(["" if v is None else str(v) for v in values])
+    rec.update(_columns([theory_columns(solution, i) for i in range(len(points))]))
+    rec.update(boundary_columns(points))
     return rec
 
 
@@ -186,13 +225,17 @@ def save_chunk(path: Path, rec: dict[str, np.ndarray]) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def load_chunk(path: Path) -> dict[str, np.ndarray] | None:
-    """A finished chunk's arrays, or None if the file is missing or unreadable (then it is recomputed)."""
+def load_chunk(path: Path, points: list[Point]) -> dict[str, np.ndarray] | None:
+    """A finished chunk's arrays, or None if the file is missing, unreadable or not of these points (then
+    it is recomputed)."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            rec = {k: f[k] for k in f.files}
     except (OSError, ValueError, KeyError, EOFError):
         return None
+    if rec.get("point_key", np.asarray([])).tolist() != [p.key for p in points]:
+        return None
+    return rec
 
 
 # ---- the sweep --------------------------------------------------------------------------------------------
@@ -203,7 +246,7 @@ class SweepResult:
     """What `run_sweep` did: the output folder, the dataset (or None on non-writer processes) and counts."""
 
     output: Path
-    dataset: object
+    dataset: xr.Dataset | None
     total: int
     certified: int
     not_certified: int
@@ -217,49 +260,48 @@ class SweepResult:
                 f"→ {self.output}")
 
 
-def _chunk_name(config: SweepConfig, group: Group, index: int, chunk) -> str:
-    content = {"points": [p.spec for p in chunk], "solver": config.solver, "chunk_size": group.chunk_size,
-               "columns": group.columns, "shape": list(map(str, group.key)), "shard": config.run["shard"],
-               "version": __version__, "dtype": str(jnp.zeros(()).dtype)}
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{group.tag}-c{index:04d}-{digest}.npz"
-
-
-def plan(config: SweepConfig):
-    """Points, groups and `[(group, chunk index, points, file name)]`, all validated; nothing written."""
-    points = expand(config)
-    devices = len(jax.devices()) if config.run["shard"] else 1
-    grps = groups(config, points, devices)
-    chunks = [(g, i, c, _chunk_name(config, g, i, c)) for g in grps for i, c in enumerate(g.chunks())]
-    return points, grps, chunks
-
-
 def _broadcast_done(done: list[bool]) -> list[bool]:
     if jax.process_count() == 1:
         return done
-    from jax.experimental import multihost_utils
-
     flags = multihost_utils.broadcast_one_to_all(np.asarray(done, dtype=np.int32))
     return [bool(x) for x in np.asarray(flags)]
 
 
-def _progress(enabled: bool, console=None):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-    from rich.text import Text
+class _Speed(ProgressColumn):
+    def render(self, task):
+        speed = task.finished_speed or task.speed
+        return Text("-- points/s" if speed is None else f"{speed:.2f} points/s")
 
-    class Speed(ProgressColumn):
-        def render(self, task):
-            speed = task.finished_speed or task.speed
-            return Text("-- points/s" if speed is None else f"{speed:.2f} points/s")
 
+def _progress(enabled: bool, console=None) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("points"), Speed(), TimeElapsedColumn(), TextColumn("ETA"),
+                    TextColumn("points"), _Speed(), TimeElapsedColumn(), TextColumn("ETA"),
                     TimeRemainingColumn(), disable=not enabled, console=console)
 
 
+def _existing_dataset(out: Path, fingerprint: str) -> xr.Dataset | None:
+    path = out / "dataset.nc"
+    if not path.is_file():
+        return None
+    try:
+        ds = load_dataset(path)
+    except (OSError, ValueError):
+        return None
+    return ds if ds.attrs.get("fingerprint") == fingerprint else None
+
+
+def write_outputs(ds: xr.Dataset, out: Path, *, figures: bool = True) -> None:
+    """results.csv, report.md, the figures and dataset.nc (the config copies are written at the start)."""
+    atomic_write(out / "results.csv", to_csv(ds))
+    atomic_write(out / "report.md", report(ds))
+    if figures:
+        plot_dataset(ds, out / "figures")
+    # Written last: its presence (with a matching fingerprint) marks the sweep as complete.
+    save_dataset(ds, out / "dataset.nc")
+
+
 def run_sweep(config: SweepConfig, *, output: str | Path | None = None, progress: bool = True,
-              figures: bool = True, console=None, stop_after: int | None = None) -> SweepResult:
+              figures: bool = True, console=None) -> SweepResult:
     """Run (or resume) a sweep and write its results folder.
 
     **Arguments:**
@@ -269,78 +311,57 @@ def run_sweep(config: SweepConfig, *, output: str | Path | None = None, progress
     - `progress`: show a rich progress bar.
     - `figures`: draw the figures.
     - `console`: a `rich.console.Console` for the progress bar and messages.
-    - `stop_after`: stop after computing this many chunks, as if killed (for tests of resuming).
 
     **Returns:** a `SweepResult`.
 
     **Raises:** `SweepConfigError` for a grid point that cannot be built, before anything is written.
     """
-    from ._dataset import build_dataset, count, write_outputs
-
     t0 = time.perf_counter()
     out = Path(config.output if output is None else output)
-    points, grps, chunks = plan(config)  # validates every point; nothing written yet
+    sweep = plan(config)  # checks every structure; nothing written yet
     chunk_dir = out / "chunks"
     writer = is_writer()
-    fingerprint = config.fingerprint()
 
-    records: dict[str, dict] = {}
-    done = []
-    for _, _, _, name in chunks:
-        rec = load_chunk(chunk_dir / name) if writer else None
+    # Which chunks are done: made point by point, chunk by chunk (a plan holds no points).
+    chunks, names, records, done = list(sweep.chunks()), [], {}, []
+    for group, i in chunks:
+        points = sweep.points(group, i)
+        names.append(sweep.chunk_name(group, i, points))
+        rec = load_chunk(chunk_dir / names[-1], points) if writer else None
         if rec is not None:
-            records[name] = rec
+            records[names[-1]] = rec
         done.append(rec is not None)
     done = _broadcast_done(done)
 
+    total = sweep.grid.size
     if all(done) and writer:
-        existing = _existing_dataset(out, fingerprint)
+        existing = _existing_dataset(out, config.fingerprint())
         if existing is not None and (not figures or (out / "figures").is_dir()):
-            c, nc, f = count(existing)
-            return SweepResult(out, existing, len(points), c, nc, f, 0, time.perf_counter() - t0)
+            return SweepResult(out, existing, total, *count(existing), 0, time.perf_counter() - t0)
 
     if writer:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.toml", config.to_toml())
         atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True))
-    computed = 0
     computed_points = 0
     log = []
-    todo = sum(len(c) for (_, _, c, _), d in zip(chunks, done) if not d)
+    todo = sum(len(group.chunk(i)) for (group, i), d in zip(chunks, done) if not d)
     with _progress(progress and writer, console) as bar:
-        task = bar.add_task(config.name, total=len(points), completed=len(points) - todo)
-        for (group, index, chunk, name), is_done in zip(chunks, done):
+        task = bar.add_task(config.name, total=total, completed=total - todo)
+        for (group, i), name, is_done in zip(chunks, names, done):
             if is_done:
                 continue
-            if stop_after is not None and computed >= stop_after:
-                raise KeyboardInterrupt(f"stop_after={stop_after} chunks (simulated interruption)")
-            solution = solve_points(config, chunk, group.columns, pad_to=group.chunk_size)
+            points = sweep.points(group, i)
+            solution = solve_points(config, points, group.columns, pad_to=group.chunk_size)
             if writer:
-                rec = chunk_records(config, chunk, solution)
-                save_chunk(chunk_dir / name, rec)
-                records[name] = rec
-            log.append({"chunk": name, "points": len(chunk), **solution.timing})
-            computed += 1
-            computed_points += len(chunk)
-            bar.advance(task, len(chunk))
+                records[name] = chunk_records(points, solution)
+                save_chunk(chunk_dir / name, records[name])
+            log.append({"chunk": name, "points": len(points), **solution.timing})
+            computed_points += len(points)
+            bar.advance(task, len(points))
     if not writer:
-        return SweepResult(out, None, len(points), 0, 0, 0, computed_points, time.perf_counter() - t0)
-    atomic_write(out / "run_log.json", json.dumps(log, indent=2))
-    ds = build_dataset(config, points, [records[name] for *_, name in chunks],
-                       [c for _, _, c, _ in chunks])
-    write_outputs(ds, config, out, figures=figures)
-    c, nc, f = count(ds)
-    return SweepResult(out, ds, len(points), c, nc, f, computed_points, time.perf_counter() - t0)
-
-
-def _existing_dataset(out: Path, fingerprint: str):
-    path = out / "dataset.nc"
-    if not path.is_file():
-        return None
-    from ._dataset import load_dataset
-
-    try:
-        ds = load_dataset(path)
-    except (OSError, ValueError):
-        return None
-    return ds if ds.attrs.get("fingerprint") == fingerprint else None
+        return SweepResult(out, None, total, 0, 0, 0, computed_points, time.perf_counter() - t0)
+    atomic_write(out / "run_log.json", json.dumps(jsonable(log), indent=2))
+    ds = build_dataset(config, [(group.chunk(i), records[name]) for (group, i), name in zip(chunks, names)])
+    write_outputs(ds, out, figures=figures)
+    return SweepResult(out, ds, total, *count(ds), computed_points, time.perf_counter() - t0)

@@ -2,10 +2,13 @@
 
 The boundary is where a metric crosses a small level, e.g. the `λ_Z` at which the minority classes
 collapse (`minority_logit_spread` falls below 1e-6). Both ends of the bracket are solved from the config's
-random starts; every midpoint is solved from the parameters of the last solve (`solve(..., start=...)`), with
-1% noise to leave symmetric subspaces, a continuation that converges in few steps because neighbouring points have neighbouring minimisers.
-The theory's value is the point on the same axis where `phase_boundaries` (in `λ_Z` units) equals the
-point's `λ_Z` (on a `lam_z` axis: the boundary itself).
+random starts; every midpoint is solved from the parameters of the last solve (`solve(..., start=...)`),
+with 1% noise to leave symmetric subspaces, a continuation that converges in few steps because
+neighbouring points have neighbouring minimisers.
+
+The theory's value is the root of `b(x) − λ_Z(x)` on the same axis, where `b(x)` is the boundary of
+`ufm_jax.phase_boundaries` (in `λ_Z` units) of the point at `x` (`scipy.optimize.brentq`; on a `lam_z`
+axis the root is the boundary itself).
 """
 
 from __future__ import annotations
@@ -13,19 +16,22 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from scipy.optimize import brentq
 
-from ._config import AXES, SweepConfig, SweepConfigError
-from ._grid import Point, resolve
-from ._plots import _LOG_AXES, boundaries
-from ._runner import _METRICS, solve_points
+from .._families import phase_boundaries
+from ._config import AXES, REAL_AXES, SweepConfig, SweepConfigError
+from ._grid import Point, make_point
+from ._runner import METRICS, solve_points
 
 
 @dataclasses.dataclass
 class ThresholdResult:
     """The located boundary.
 
-    **Fields:** `axis`; `value` (the bracket's midpoint, geometric on a log axis); `lo, hi` (the final
+    **Fields:** `axis`; `value` (the bracket's geometric midpoint); `lo, hi` (the final
     bracket); `metric, level`; `evaluations` (`[(x, metric value, status)]` in order); `theory` (the
     theory's value, or None); `boundary` (its name).
     """
@@ -60,44 +66,34 @@ def _point(config: SweepConfig, axis: str, x: float) -> Point:
             raise SweepConfigError(f"grid.{name}: threshold needs every other axis fixed; it has "
                                    f"{len(values)} values.")
         fixed[name] = values[0]
-    values = {**fixed, axis: int(round(x)) if AXES[axis] in ("count", "seed") else x}
-    return Point((), values, resolve(config, values))
+    return make_point(config, {**fixed, axis: x})
 
 
-def _theory(config: SweepConfig, axis: str, lo: float, hi: float, name: str | None, log: bool):
-    """The theory's boundary on this axis: the root of `b(x) − λ_Z(x)` in [lo, hi]."""
-    def g(x, key):
-        spec = _point(config, axis, x).spec
-        b = boundaries(spec)
-        return b[key] - spec["lam_z"] if key in b else math.nan
+def theory_threshold(config: SweepConfig, axis: str, lo: float, hi: float,
+                     name: str | None = None) -> tuple[str | None, float | None]:
+    """`(boundary name, x)`: the root in `[lo, hi]` of `b(x) − λ_Z(x)` for the first boundary `b` of
+    the family (or the one called `name`) that changes sign there; `(None, None)` if none does."""
+    def gap(x: float, key: str) -> float:
+        point = _point(config, axis, x)
+        return phase_boundaries(point.problem).get(key, math.nan) - point.labels["lam_z"]
 
-    names = list(boundaries(_point(config, axis, lo).spec))
+    names = list(phase_boundaries(_point(config, axis, lo).problem))
     if name is not None:
-        names = [n for n in names if n == name or n.replace(" ", "_") == name]
+        names = [n for n in names if name in (n, n.replace(" ", "_"))]
     for key in names:
-        a, b = lo, hi
-        ga, gb = g(a, key), g(b, key)
-        if not (np.isfinite(ga) and np.isfinite(gb)) or ga * gb > 0:
+        ga, gb = gap(lo, key), gap(hi, key)
+        if not (math.isfinite(ga) and math.isfinite(gb)) or ga * gb > 0:
             continue
-        for _ in range(200):
-            m = math.sqrt(a * b) if log else (a + b) / 2
-            gm = g(m, key)
-            if gm == 0 or m in (a, b):
-                break
-            if (gm > 0) == (ga > 0):
-                a, ga = m, gm
-            else:
-                b = m
-        return key, (math.sqrt(a * b) if log else (a + b) / 2)
+        try:
+            return key, float(brentq(gap, lo, hi, args=(key,), xtol=1e-15 * abs(hi)))
+        except ValueError:  # the boundary disappears inside the bracket
+            continue
     return None, None
 
 
 def _perturb(params, step: int, seed: int, size: float = 1e-2):
     """Warm start + 1% noise: a collapsed start (equal minority means) spans a subspace that the
     gradient flow never leaves, so an unperturbed warm start would stay collapsed below the threshold."""
-    import jax
-    import jax.numpy as jnp
-
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), step), len(leaves))
     out = []
@@ -106,6 +102,23 @@ def _perturb(params, step: int, seed: int, size: float = 1e-2):
         noisy = x + size * rms * jax.random.normal(k, x.shape, x.dtype)
         out.append(jnp.where(x == 0, x, noisy))  # padding columns and absent biases stay zero
     return jax.tree.unflatten(tree, out)
+
+
+def _check_bracket(config: SweepConfig, axis: str | None, lo, hi, rtol) -> None:
+    if axis not in REAL_AXES:
+        raise SweepConfigError(f"threshold.axis={axis!r}: expected a real-valued axis, one of "
+                               f"{list(REAL_AXES)}.")
+    if getattr(config.problem, axis) is not None:
+        raise SweepConfigError(f"problem.{axis} is fixed: remove it to bisect along it.")
+    if lo is None or hi is None or not lo < hi:
+        raise SweepConfigError(f"threshold.lo, threshold.hi = {lo!r}, {hi!r}: expected lo < hi.")
+    for x in (lo, hi):
+        try:
+            AXES[axis](axis, x)
+        except ValueError as e:
+            raise SweepConfigError(f"threshold at {axis}={x!r}: {e}") from None
+    if not rtol > 0:
+        raise SweepConfigError(f"threshold.rtol={rtol!r}: expected a number > 0.")
 
 
 def find_threshold(
@@ -120,16 +133,19 @@ def find_threshold(
     boundary: str | None = None,
     callback=None,
 ) -> ThresholdResult:
-    """Bisect for the value of `axis` where `metric` crosses `level` (defaults: the config's [threshold]).
+    """Bisect for the value of `axis` where `metric` crosses `level` (defaults: the config's [threshold],
+    whose metric defaults to the family's `threshold_metric`).
+
+    Every real axis is a positive scale (`λ`'s, sizes, ratios), so the bisection is geometric.
 
     **Arguments:**
 
     - `config`: a sweep config whose other axes have one value each.
     - `axis`: a real-valued axis (e.g. `lam_z`); `lo`, `hi`: the bracket (the metric must be on
       opposite sides of `level` at the two ends).
-    - `metric`: an NC metric name (`ufm_jax.metrics.nc_metrics` keys, `mean_norms` excluded).
-    - `level`: the crossing level; `rtol`: stop when `hi/lo − 1 <= rtol` (log axes) or
-      `hi − lo <= rtol·|hi|` (linear axes).
+    - `metric`: a stored metric name (`ufm_jax.metrics.nc_metrics` keys, `mean_norms`, `dead_classes`);
+      a vector metric is compared by its smallest entry (e.g. the first class to vanish).
+    - `level`: the crossing level; `rtol`: stop when `hi/lo − 1 <= rtol`.
     - `boundary`: the theory boundary to compare with (default: the first that lies in the bracket).
     - `callback`: called with `(x, value, status)` after each solve.
 
@@ -137,66 +153,43 @@ def find_threshold(
     level.
     """
     t = config.threshold
-    axis = axis or t.get("axis")
-    lo = t.get("lo") if lo is None else lo
-    hi = t.get("hi") if hi is None else hi
-    metric = metric or t["metric"]
-    level = t["level"] if level is None else level
-    rtol = t["rtol"] if rtol is None else rtol
-    boundary = boundary or t.get("boundary")
-    if axis is None or axis not in AXES or AXES[axis] not in ("pos", "ratio"):
-        raise SweepConfigError(f"threshold.axis={axis!r}: expected a real-valued axis, one of "
-                               f"{sorted(k for k, v in AXES.items() if v in ('pos', 'ratio'))}.")
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise SweepConfigError(f"threshold.lo, threshold.hi = {lo!r}, {hi!r}: expected finite lo < hi.")
-    if not rtol > 0:
-        raise SweepConfigError(f"threshold.rtol={rtol!r}: expected a number > 0.")
-    if axis in config.problem:
-        raise SweepConfigError(f"problem.{axis} is fixed: remove it to bisect along it.")
-    log = axis in _LOG_AXES and lo > 0
-    ends = [_point(config, axis, lo), _point(config, axis, hi)]  # validates both ends: nothing solved yet
-    for p in ends:
-        try:
-            p.problem()
-        except ValueError as e:
-            raise SweepConfigError(f"threshold at {axis}={p.values[axis]!r}: {e}") from None
-    columns = None
-    if ends[0].spec["per_class"] is None:
-        columns = int(max(max(p.spec["class_sizes"]) for p in ends))
+    axis = axis or t.axis
+    lo = t.lo if lo is None else lo
+    hi = t.hi if hi is None else hi
+    metric = metric or t.metric or config.family.threshold_metric
+    level = t.level if level is None else level
+    rtol = t.rtol if rtol is None else rtol
+    _check_bracket(config, axis, lo, hi, rtol)
+    ends = [_point(config, axis, lo), _point(config, axis, hi)]  # checks both ends: nothing solved yet
+    columns = None if ends[0].problem.weighted else max(p.problem.columns_per_class for p in ends)
     evaluations = []
 
     def evaluate(x, start):
         point = _point(config, axis, x)
         if start is not None:
-            start = _perturb(start, len(evaluations), config.solver["seed"])
+            start = _perturb(start, len(evaluations), config.solver.seed)
         sol = solve_points(config, [point], columns, start=start)
-        values = _METRICS(sol.params, sol.problem)
+        values = METRICS(sol.params, sol.problem)
         if metric not in values:
             raise SweepConfigError(f"threshold.metric={metric!r}: expected one of {sorted(values)}.")
-        value = float(np.asarray(values[metric])[0])
+        value = float(np.nanmin(np.asarray(values[metric])[0]))
         status = int(np.asarray(sol.status)[0])
         evaluations.append((x, value, status))
         if callback is not None:
             callback(x, value, status)
         return value > level, sol.params
 
-    side_lo, params = evaluate(lo, None)
-    side_hi, params_hi = evaluate(hi, None)
+    side_lo, _ = evaluate(lo, None)
+    side_hi, params = evaluate(hi, None)
     if side_lo == side_hi:
         raise SweepConfigError(f"{metric} is {'above' if side_lo else 'below'} {level:g} at both "
                                f"{axis}={lo:g} and {hi:g}: widen the bracket.")
-    params = params_hi
     a, b = lo, hi
-    max_steps = t.get("max_steps", 40)
-    for _ in range(max_steps):
-        if (b / a - 1 if log else (b - a) / abs(b)) <= rtol:
+    for _ in range(t.max_steps):
+        if b / a - 1 <= rtol:
             break
-        mid = math.sqrt(a * b) if log else (a + b) / 2
+        mid = math.sqrt(a * b)
         side, params = evaluate(mid, params)
-        if side == side_lo:
-            a = mid
-        else:
-            b = mid
-    value = math.sqrt(a * b) if log else (a + b) / 2
-    name, theory = _theory(config, axis, lo, hi, boundary, log)
-    return ThresholdResult(axis, value, a, b, metric, level, evaluations, theory, name)
+        a, b = (mid, b) if side == side_lo else (a, mid)
+    name, theory = theory_threshold(config, axis, lo, hi, boundary or t.boundary)
+    return ThresholdResult(axis, math.sqrt(a * b), a, b, metric, level, evaluations, theory, name)
