@@ -178,6 +178,7 @@ def test_default_config_is_one_shape_group():
     assert len(sweep.groups) == 1 and sweep.grid.size == 70
 
 
+@pytest.mark.floors
 def test_cli_sweep_and_plot(tmp_path):
     app = typer.Typer()
     for name in ("sweep", "plot", "threshold"):
@@ -305,6 +306,7 @@ def test_family_preset_defaults_apply():
         _config(text.replace("dim = 4", "dim = 4\nnonneg = true"))
 
 
+@pytest.mark.floors
 def test_config_round_trips_through_toml_and_json():
     cfg = _config()
     assert load_config(text=cfg.to_toml()) == cfg
@@ -320,6 +322,7 @@ def test_config_round_trips_through_toml_and_json():
     (("metrics = ", "x = 'n_a'\nmetrics = "), ":16: plot.x: 'n_a' is not an axis"),
     (("dim = 3", "dim = 3\nlam_w = 0.1"), ":6: problem.lam_w: lam_z = sqrt"),
 ])
+@pytest.mark.floors
 def test_config_errors_name_the_file_line(tmp_path, replace, where):
     path = tmp_path / "c.toml"
     path.write_text(TINY.replace(*replace))
