@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._families import analytic_solution
+from ._json import jsonable
 from .metrics import compare_with_theory, nc_metrics
 from .solve import Solution, Status
 from .theory import NoTheory, TheorySolution
@@ -96,18 +97,18 @@ def report(solution: Solution, theory: TheorySolution | NoTheory | None = None) 
     problem = solution.problem
     theory = analytic_solution(problem) if theory is None else theory
     verdict = check(solution, theory)
-    metrics = {k: np.asarray(v).tolist() for k, v in nc_metrics(solution.params, problem).items()}
+    metrics = jsonable(nc_metrics(solution.params, problem))
     theory_dict = None
     if isinstance(theory, TheorySolution):
         theory_dict = {"objective": theory.objective, "regime": theory.regime, "source": theory.source,
-                       "details": {k: np.asarray(v).tolist() for k, v in theory.details.items()
-                                   if np.asarray(v).dtype.kind in "fiub"}}
+                       "details": jsonable({k: v for k, v in theory.details.items()
+                                            if np.asarray(v).dtype.kind in "fiub"})}
     return {
         "objective": float(solution.objective),
         "grad_norm": float(solution.grad_norm),
         "iterations": int(solution.iterations),
         "status": Status(int(solution.status)).name,
-        "seed_objectives": np.asarray(solution.seed_objectives).tolist(),
+        "seed_objectives": jsonable(solution.seed_objectives),
         "objective_spread": float(solution.objective_spread),
         "metrics": metrics,
         "timing": dict(solution.timing),

@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ._json import jsonable
+
 from .sweep import _cli as _sweep_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -56,37 +58,6 @@ def parse_ints(name: str, spec: str) -> list[int]:
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
-
-
-def _jsonable(x):
-    import numpy as np
-
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if hasattr(x, "shape") or isinstance(x, (np.generic,)):
-        arr = np.asarray(x)
-        if arr.dtype == bool:
-            return arr.tolist()
-        if np.issubdtype(arr.dtype, np.number):
-            arr = arr.astype(float) if np.issubdtype(arr.dtype, np.floating) else arr
-            out = arr.tolist()
-            return _finite(out)
-        return arr.tolist()
-    if isinstance(x, float):
-        return _finite(x)
-    return x
-
-
-def _finite(v):
-    import math
-
-    if isinstance(v, list):
-        return [_finite(u) for u in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None  # JSON has no NaN/Inf
-    return v
 
 
 @app.command()
@@ -139,7 +110,7 @@ def solve(
         _fail(str(err))
     report = u.report(solution)
     if as_json:
-        typer.echo(json.dumps(_jsonable(report)))
+        typer.echo(json.dumps(jsonable(report)))
         return
     _print_report(report)
 
