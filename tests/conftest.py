@@ -1,11 +1,14 @@
 """Test configuration: float64, strict promotion, two CPU devices (so the sharded path runs in CI)."""
 
 import os
+import tempfile
 
 # Must happen before JAX initialises its backends.
 # One OpenBLAS thread: the theory tests' scipy optimisers make many tiny BLAS calls, which OpenBLAS's
 # worker threads slow down ~10x on a 2-core machine (and numpy is not imported yet at this point).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# The persistent compilation cache (on by default) goes to a folder of this test session, not the user's.
+os.environ["UFM_CACHE_DIR"] = tempfile.mkdtemp(prefix="ufm-test-cache-")
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
 ).strip()

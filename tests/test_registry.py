@@ -85,7 +85,7 @@ def test_solver_names_resolve_once():
 def test_auto_is_the_default_solver():
     mse, _ = CASES["mse"]
     relu, _ = CASES["relu_ce"]
-    assert isinstance(make_solver("auto", mse), u.LBFGS)
+    assert isinstance(make_solver("auto", mse), u.LockstepLBFGS)
     assert isinstance(make_solver(None, relu), u.ProjectedGradient)
     with pytest.raises(ValueError, match="H >= 0"):
         make_solver("lbfgs", relu)

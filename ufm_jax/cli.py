@@ -74,7 +74,8 @@ def solve(
     nonneg: Annotated[bool, typer.Option("--nonneg", help="Constrain features H >= 0.")] = False,
     per_class: Annotated[Optional[int], typer.Option("--per-class", help="Weighted mode: M columns per class.")] = None,
     seeds: Annotated[int, typer.Option(help="Random starts; the best is reported.")] = 1,
-    x64: Annotated[bool, typer.Option("--x64", help="Float64 (needed to certify against theory).")] = False,
+    x64: Annotated[bool, typer.Option("--x64/--x32", help="Float64 (the default: certifying needs it) or "
+                                      "float32 (faster; held to float32 tolerances).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     solver: Annotated[str, typer.Option(help="auto (L-BFGS; projected gradient for --nonneg), lbfgs, "
                                         "lockstep_lbfgs, gradient_descent, adam, projected_gradient; "
@@ -83,11 +84,21 @@ def solve(
     gtol: Annotated[Optional[float], typer.Option(help="Gradient-norm tolerance.")] = None,
     init_scale: Annotated[float, typer.Option("--init-scale", help="Scale of the random starts.")] = 1.0,
     key: Annotated[int, typer.Option(help="PRNG seed of the random starts.")] = 0,
+    reduce: Annotated[bool, typer.Option("--reduce/--no-reduce", help="Solve the exact one-column-per-class "
+                                         "reduction and verify on the full problem (default), or "
+                                         "optimise every sample column.")] = True,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Keep compiled programs on disk "
+                                        "(UFM_CACHE_DIR, default ~/.cache/ufm_jax) so a repeated call "
+                                        "starts warm.")] = True,
 ) -> None:
     """Solve one UFM and check it against the analytic minimum where one is known."""
     import jax
 
     jax.config.update("jax_enable_x64", bool(x64))
+    if not cache:
+        from ._cache import disable_compilation_cache
+
+        disable_compilation_cache()
 
     import ufm_jax as u
 
@@ -105,7 +116,7 @@ def solve(
             per_class=per_class,
         )
         chosen = _make_solver(solver, problem, max_steps, gtol)
-        solution = u.solve(problem, chosen, key=key, seeds=seeds, init_scale=init_scale)
+        solution = u.solve(problem, chosen, key=key, seeds=seeds, init_scale=init_scale, reduce=reduce)
     except ValueError as err:
         _fail(str(err))
     report = u.report(solution)
@@ -149,7 +160,23 @@ for _name in ("sweep", "plot", "threshold"):
     app.command(name=_name)(getattr(_sweep_cli, _name))
 
 
+def use_every_core() -> None:
+    """One XLA CPU device per core, so that a batch (starts, grid points) is sharded over all cores; a
+    single XLA CPU device runs small programs on one core. Only for the `ufm` process (a library must
+    not change its user's devices), only before JAX starts its backends, and not over a device count
+    the user set (`XLA_FLAGS=--xla_force_host_platform_device_count=N` or `jax_num_cpu_devices`)."""
+    import os
+
+    import jax
+
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    if jax.config.jax_num_cpu_devices == -1:
+        jax.config.update("jax_num_cpu_devices", max(1, len(os.sched_getaffinity(0))))
+
+
 def main() -> None:
+    use_every_core()
     app()
 
 

@@ -117,6 +117,13 @@ def objective_history(problems: Problem, starts: Params, solver: AbstractSolver,
     return jax.lax.scan(body, (x, value, grad, state), None, length=steps)[1]
 
 
+# A problem whose objective has not decreased (beyond round-off) and whose gradient norm has not reached
+# a new low for this many iterations is `stalled`: it sits at the floor of the working precision (or a
+# line search keeps failing) before reaching gtol. Gradient descent with a small step keeps setting new
+# lows of the gradient norm, so it is not cut short.
+STALL_PATIENCE = 50
+
+
 class _Slots(eqx.Module):
     """The problems being iterated: one row per slot (`index == Q` marks an idle slot)."""
 
@@ -132,6 +139,9 @@ class _Slots(eqx.Module):
     status: Int[Array, " S"]
     last_x: Float[Array, "S n"]  # the last finite iterate and its value
     last_value: Float[Array, " S"]
+    best_value: Float[Array, " S"]  # progress: the lowest objective and gradient norm so far, and
+    best_gnorm: Float[Array, " S"]  # the iterations since either last improved
+    since: Int[Array, " S"]
 
 
 def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
@@ -139,9 +149,11 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
     """Minimise a batch of `Q` problems (leaves with a leading axis) from `starts`, in balanced
     coordinates, iterating `slots` of them at a time (default: all).
 
-    Each problem stops on its own: when its (projected) gradient norm in balanced coordinates is
-    `<= gtol` (`converged`), after `max_steps` (`max_steps`), when `f` or `∇f` is not finite
-    (`nonfinite`: the last finite iterate is kept), or when `f` exceeds `1e6 (1 + |f_0|)` (`diverged`).
+    Each problem stops on its own (`Status`): when its (projected) gradient norm in balanced
+    coordinates is `<= gtol` (`converged`); when `f` or `∇f` is not finite (`nonfinite`: the last
+    finite iterate is kept); when `f` exceeds `1e6 (1 + |f_0|)` (`diverged`); when neither `f` (beyond
+    16 machine epsilons) nor the gradient norm (a new low) has improved for `STALL_PATIENCE`
+    iterations (`stalled`); after `max_steps` (`max_steps`).
 
     The problems form a queue: a slot whose problem has stopped writes its result out and takes the
     next problem (fresh solver state), inside the one compiled loop. A batched loop otherwise runs
@@ -152,19 +164,19 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
     """
     dtype = problems.lam_h.dtype
     gtol = default_gtol(dtype) if solver.gtol is None else solver.gtol
+    ftol = 16 * jnp.finfo(dtype).eps
     total = problems.lam_h.shape[0]
     slots = total if slots is None else min(int(slots), total)
 
     fn, project, x_all, unravel = flat_batch(problems, starts)
 
-    def classify(x, value, grad, steps, limit):
+    def classify(x, value, grad, steps, limit, since):
         gnorm = _stationarity(x, grad, project)
         finite = jnp.isfinite(value) & jnp.isfinite(gnorm)
-        status = jnp.where(
-            ~finite, Status.nonfinite,
-            jnp.where(value > limit, Status.diverged,
-                      jnp.where(gnorm <= gtol, Status.converged,
-                                jnp.where(steps >= solver.max_steps, Status.max_steps, RUNNING))))
+        status = jnp.select(
+            [~finite, value > limit, gnorm <= gtol, since >= STALL_PATIENCE, steps >= solver.max_steps],
+            [Status.nonfinite, Status.diverged, Status.converged, Status.stalled, Status.max_steps],
+            RUNNING)
         return gnorm, status
 
     def gather(index):
@@ -179,38 +191,40 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
     def fresh(index, value, grad):
         """Slots for problems `index`, their solver state aside; `(value, grad)` at their starts."""
         problem, x = gather(index)
-        steps = jnp.zeros(index.shape, int)
+        zeros = jnp.zeros(index.shape, int)
         limit = 1e6 * (1 + jnp.abs(value))
-        gnorm, status = classify(x, value, grad, steps, limit)
-        return _Slots(index, problem, x, value, grad, None, steps, limit, gnorm, status, x, value)
+        gnorm, status = classify(x, value, grad, zeros, limit, zeros)
+        return _Slots(index, problem, x, value, grad, None, zeros, limit, gnorm, status, x, value,
+                      value, gnorm, zeros)
 
-    out = SingleResult(x_all, jnp.zeros(total, dtype), jnp.zeros(total, dtype),
-                       jnp.zeros(total, int), jnp.zeros(total, int))
-
-    def cond(carry):
-        slot, _, _ = carry
-        return jnp.any(slot.index < total)
-
-    def body(carry):
-        slot, out, next_index = carry
+    def advance(slot: _Slots) -> _Slots:
+        """One solver step for the running problems, and their new status."""
         active = (slot.status == RUNNING) & (slot.index < total)
         x, value, grad, state = solver.step_batch(fn, project, slot.problem, slot.x, slot.value,
                                                   slot.grad, slot.state, active)
+        gnorm = _stationarity(x, grad, project)
+        progress = ((value < slot.best_value - ftol * jnp.maximum(1, jnp.abs(slot.best_value)))
+                    | (gnorm < slot.best_gnorm))
+        since = jnp.where(progress, 0, slot.since + 1)
         steps = slot.steps + active
-        gnorm, status = classify(x, value, grad, steps, slot.limit)
+        _, status = classify(x, value, grad, steps, slot.limit, since)
+        keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
         ok = active & jnp.isfinite(value)
-        slot = _Slots(slot.index, slot.problem, x, value, grad, state, steps, slot.limit,
-                      jnp.where(active, gnorm, slot.gnorm), jnp.where(active, status, slot.status),
-                      jnp.where(ok[:, None], x, slot.last_x), jnp.where(ok, value, slot.last_value))
+        return _Slots(slot.index, slot.problem, x, value, grad, state, steps, slot.limit,
+                      keep(gnorm, slot.gnorm), keep(status, slot.status),
+                      jnp.where(ok[:, None], x, slot.last_x), jnp.where(ok, value, slot.last_value),
+                      keep(jnp.minimum(value, slot.best_value), slot.best_value),
+                      keep(jnp.minimum(gnorm, slot.best_gnorm), slot.best_gnorm), keep(since, slot.since))
 
-        # Stopped problems write their result out ...
+    def refill(slot: _Slots, out: SingleResult, next_index):
+        """Stopped problems write their result out, and their slots take the next problems of the
+        queue (or fall idle)."""
         done = (slot.status != RUNNING) & (slot.index < total)
         where = jnp.where(done, slot.index, total)  # out of range: dropped
         put = lambda a, b: a.at[where].set(b, mode="drop")  # noqa: E731
         out = SingleResult(put(out.params, slot.last_x), put(out.objective, slot.last_value),
                            put(out.grad_norm, slot.gnorm), put(out.iterations, slot.steps),
                            put(out.status, slot.status))
-        # ... and their slots take the next problems of the queue (or fall idle).
         new_index = jnp.where(done, jnp.minimum(next_index + jnp.cumsum(done) - 1, total), slot.index)
         refill = done & (new_index < total)
         # Only the objective at the new starts is computed under a conditional (when some slot
@@ -226,6 +240,16 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
                            is_leaf=lambda x: x is None)
         return slot, out, next_index + jnp.sum(done)
 
+    def cond(carry):
+        slot, _, _ = carry
+        return jnp.any(slot.index < total)
+
+    def body(carry):
+        slot, out, next_index = carry
+        return refill(advance(slot), out, next_index)
+
+    out = SingleResult(x_all, jnp.zeros(total, dtype), jnp.zeros(total, dtype),
+                       jnp.zeros(total, int), jnp.zeros(total, int))
     index0 = jnp.arange(slots)
     first = fresh(index0, *start_values(index0))
     first = eqx.tree_at(lambda s: s.state, first,

@@ -13,6 +13,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .. import _validation as V
+from .._cache import ensure_compilation_cache
 from .._params import Params, expand_params, init_params, reduce_params
 from .._problem import Problem, batch_size, reduce_problem
 from ._minimise import SingleResult, default_gtol, evaluate_batch, minimise_batch
@@ -173,6 +174,7 @@ def solve(
     """
     V.integer("seeds", seeds, 1)
     V.positive("init_scale", init_scale)
+    ensure_compilation_cache()
     if start is not None and seeds != 1:
         raise V.fail("seeds", seeds, "expected 1 with an explicit start")
     if slots is not None:
