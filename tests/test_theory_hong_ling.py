@@ -14,16 +14,9 @@ import pytest
 from scipy.optimize import brentq, minimize
 from scipy.special import logsumexp
 
-from ufm_jax.theory._hong_ling import (
-    REGIMES,
-    ce_balanced_solution,
-    ce_factors,
-    ce_two_cluster_solution,
-    ce_two_cluster_thresholds,
-    complete_collapse_ratio,
-    minority_collapse_ratio,
-    within_cluster_margin,
-)
+from ufm_jax.theory._hong_ling import ce_balanced_solution, ce_two_cluster_solution, ce_two_cluster_thresholds
+from ufm_jax.theory._reduced_ce import ce_factors, within_cluster_margin
+from ufm_jax.theory._two_cluster import REGIMES, complete_collapse_ratio, minority_collapse_ratio
 from ufm_jax.theory._solution import TheorySolution
 
 # ---- an independent solver of the original (W, H, b) problem, weighted form --------------------------
