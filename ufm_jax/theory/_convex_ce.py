@@ -262,7 +262,8 @@ def _solution(reduced: _Reduced, n, dim, lam_w, lam_h, lam_b, tol) -> TheorySolu
     zbar, V = reduced.zbar, reduced.V
     sigma = math.sqrt(N) * reduced.s
     inv_sqrt_n = 1.0 / np.sqrt(n)
-    mean_gram = math.sqrt(lam_w / lam_h) * (inv_sqrt_n[:, None] * ((V * sigma[None, :]) @ V.T) * inv_sqrt_n[None, :])
+    mean_gram = math.sqrt(lam_w / lam_h) * (inv_sqrt_n[:, None] * ((V * sigma[None, :]) @ V.T)
+                                            * inv_sqrt_n[None, :])
     mean_gram = 0.5 * (mean_gram + mean_gram.T)
     Hbar_core = (lam_w / lam_h) ** 0.25 * (np.sqrt(sigma)[:, None] * V.T) * inv_sqrt_n[None, :]
     weight_sv = (lam_h / lam_w) ** 0.25 * np.sqrt(sigma)

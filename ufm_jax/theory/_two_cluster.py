@@ -130,7 +130,7 @@ class TwoClusterEquations:
             else:
                 hi *= 2.0
         else:  # pragma: no cover - defensive
-            raise RuntimeError("Hong & Ling two-cluster equations: no sign change found for the case-(b) root.")
+            raise RuntimeError("Hong & Ling two-cluster equations: no sign change for the case-(b) root.")
         return brentq(phi, lo, hi, xtol=_XTOL, rtol=_RTOL, maxiter=500)
 
     def _lo(self):
