@@ -111,3 +111,17 @@ def finite_positive_or_none(name: str, value) -> float | None:
             or value <= 0:
         raise fail(name, value, "expected a finite number > 0")
     return float(value)
+
+
+def layered(sizes, dim, widths, lam_w, lam_h, *, lam_w_name: str = "lam_w", lam_h_name: str = "lam_h"):
+    """The numbers of a layered model, checked: `(n, dim, widths, λ_W per layer, λ_H)`.
+
+    `n` as `class_sizes` (named `class_sizes` in messages); `dim >= 1` and every width `>= 1` integers;
+    `λ_W` one value or one per layer `W_1..W_L` (`L = len(widths) + 1`), each `> 0`, returned with length
+    `L`; `λ_H` one number `> 0`. Used by the deep-linear theory functions, which all take these five.
+    """
+    n = class_sizes("class_sizes", sizes)
+    dim = integer("dim", dim, 1)
+    widths = integers("widths", widths, 1)
+    lam_w = floats(lam_w_name, lam_w, length=len(widths) + 1)
+    return n, dim, widths, lam_w, positive(lam_h_name, lam_h)

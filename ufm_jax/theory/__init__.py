@@ -13,12 +13,12 @@ from ._deep_linear import deep_linear_mse_solution as deep_linear_mse_solution
 from ._hong_ling import ce_balanced_solution as ce_balanced_solution
 from ._hong_ling import ce_two_cluster_solution as ce_two_cluster_solution
 from ._hong_ling import ce_two_cluster_thresholds as ce_two_cluster_thresholds
-from ._hong_ling import minority_collapse_ratio as minority_collapse_ratio
-from ._hong_ling import within_cluster_margin as within_cluster_margin
 from ._mse_bias import mse_free_bias_solution as mse_free_bias_solution
 from ._mse_bias import surviving_direction_thresholds as surviving_direction_thresholds
+from ._reduced_ce import within_cluster_margin as within_cluster_margin
 from ._relu_ce import relu_ce_solution as relu_ce_solution
 from ._relu_ce import relu_dead_class_thresholds as relu_dead_class_thresholds
 from ._solution import NoTheory as NoTheory
 from ._solution import TheoremNotApplicable as TheoremNotApplicable
 from ._solution import TheorySolution as TheorySolution
+from ._two_cluster import minority_collapse_ratio as minority_collapse_ratio

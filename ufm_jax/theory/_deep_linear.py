@@ -14,6 +14,9 @@ corrected ones of `docs/errata.md` (erratum ids `E-DLk`).
 | `1/(2N)‖·‖²` (MSE, eq. 6), `1/N Σ CE` (eq. 7), penalties `λ/2‖·‖²` | identical |
 
 The normalisations of the paper and of this package coincide, so no rescaling of `λ` is needed.
+
+This module holds the bias-free MSE results (Thm 4.1, Thm 4.4, Remark 4.6); the balanced CE result
+(Thm A.1) is `_deep_linear_ce.deep_linear_ce_balanced_solution`, re-exported here.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import optimize
 
-from ._solution import TheoremNotApplicable, TheorySolution, padded_singular_values
+from .. import _validation as V
+from ._deep_linear_ce import PAPER as _PAPER
+from ._deep_linear_ce import deep_linear_ce_balanced_solution
+from ._solution import TheorySolution, padded_singular_values
 
 __all__ = [
     "deep_linear_mse_solution",
@@ -33,44 +39,6 @@ __all__ = [
     "collapse_threshold",
     "largest_root",
 ]
-
-_PAPER = "Dang, Tran, Osher, Tran-The, Ho, Nguyen (ICML 2023)"
-
-
-# ---- validation -----------------------------------------------------------------------------------
-
-
-def _fail(name: str, value, allowed: str) -> ValueError:
-    return ValueError(f"{name}={value!r} is not allowed: {allowed}.")
-
-
-def _sizes(class_sizes) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(class_sizes, dtype=np.float64))
-    if arr.ndim != 1 or arr.size < 2 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise _fail("class_sizes", class_sizes, "expected K >= 2 finite class sizes > 0")
-    return arr
-
-
-def _dims(dim, widths) -> tuple[int, tuple[int, ...]]:
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise _fail("dim", dim, "expected an integer >= 1")
-    widths = tuple(widths)
-    for w in widths:
-        if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1:
-            raise _fail("widths", widths, "expected a sequence of integers >= 1")
-    return int(dim), tuple(int(w) for w in widths)
-
-
-def _positive(name: str, value, length: int | None = None) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise _fail(name, value, "expected finite values > 0")
-    if length is not None:
-        if arr.size == 1:
-            arr = np.full(length, arr[0])
-        elif arr.size != length:
-            raise _fail(name, value, f"expected one value or L = {length} values (W_1..W_L)")
-    return arr
 
 
 # ---- the scalar problem ---------------------------------------------------------------------------
@@ -88,6 +56,7 @@ def collapse_threshold(depth: int) -> float:
 
     **Returns:** `τ_L` as a float.
     """
+    depth = V.integer("depth", depth, 1)
     if depth == 1:
         return 1.0
     return (depth - 1) ** ((depth - 1) / depth) / depth**2
@@ -115,6 +84,7 @@ def largest_root(beta: float, depth: int) -> float:
 
     **Returns:** the root (a float), `nan` when `β >= h_max` (`β >= 1` for `L = 1`).
     """
+    beta, depth = V.positive("beta", beta), V.integer("depth", depth, 1)
     if depth == 1:
         return 1.0 / math.sqrt(beta) - 1.0 if beta < 1.0 else math.nan
     x_pk, h_max = _h_peak(depth)
@@ -125,15 +95,9 @@ def largest_root(beta: float, depth: int) -> float:
     def f(x):
         return log_beta + 2.0 * math.log1p(x**depth) - (depth - 1) * math.log(x)
 
+    # f > 0 for every x >= 2 β^{−1/(L+1)}: there x^{L−1}/(x^L+1)² < x^{−L−1} <= β/2^{L+1} < β.
     hi = max(2.0 * x_pk, 2.0 * beta ** (-1.0 / (depth + 1)))
-    while f(hi) <= 0.0:  # pragma: no cover - the bound above already suffices
-        hi *= 2.0
     return optimize.brentq(f, x_pk, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
-
-
-def _g(x: float, beta: float, depth: int) -> float:
-    """Per-class reduced objective `g(x) = 1/(x^L+1) + Lβx` (paper eq. (23), L1430–1438)."""
-    return 1.0 / (x**depth + 1.0) + depth * beta * x
 
 
 # ---- MSE, bias-free, any class sizes ----------------------------------------------------------------
@@ -187,28 +151,18 @@ def deep_linear_mse_solution(
     `"{m}-vanished"` (`m` of the `K` classes are zero, by threshold or rank) or `"collapsed"` (all
     zero, `f* = 1/2`); per-class arrays in `details` follow the input class order.
 
-    **Raises:** `ValueError` naming the argument for invalid input.
+    **Raises:** `ValueError` naming the argument for invalid input (every class size, dimension and
+    `λ > 0` is covered by the theorem).
     """
-    n = _sizes(class_sizes)
-    dim, widths = _dims(dim, widths)
-    depth = len(widths) + 1
-    lam_w = _positive("lam_w", lam_w, depth)
-    lam_h = float(_positive("lam_h", lam_h)[0]) if np.size(lam_h) == 1 else None
-    if lam_h is None:
-        raise _fail("lam_h", lam_h, "expected one number > 0")
-    num_classes = n.size
+    n, dim, widths, lam_w, lam_h = V.layered(class_sizes, dim, widths, lam_w, lam_h)
+    num_classes, depth = n.size, len(widths) + 1
     total = float(np.sum(n))
     rank = min(num_classes, dim, *widths)
     c = float(lam_w[0] ** (depth - 1) / np.prod(lam_w[1:]))
     a = total * (total * float(np.prod(lam_w)) * lam_h) ** (1.0 / depth)
     tau = collapse_threshold(depth)
     beta = a / n
-
-    order = np.argsort(-n, kind="stable")  # largest classes first, ties by index
-    rank_pos = np.empty(num_classes, dtype=int)
-    rank_pos[order] = np.arange(num_classes)
-    by_threshold = beta < tau
-    within_rank = rank_pos < rank
+    by_threshold, within_rank = beta < tau, _within_rank(n, rank)
     alive = by_threshold & within_rank
 
     x = np.zeros(num_classes)
@@ -216,46 +170,29 @@ def deep_linear_mse_solution(
         x[k] = largest_root(float(beta[k]), depth)
     xm = x**depth
     per_class = np.where(alive, 1.0 / (xm + 1.0) + depth * beta * x, 1.0)
-    objective = float(np.sum(n * per_class) / (2 * total))
-
     prod_sq = np.where(alive, total * lam_h * xm, 0.0)  # σ_k(P)²
     s = np.where(alive, (total * lam_h * xm / c) ** (1.0 / (2 * depth)), 0.0)  # σ_k(W_1)
     feat_sq = np.where(alive, xm / (total * lam_h * (xm + 1.0) ** 2), 0.0)  # ‖h̄_k‖²
     fitted = np.where(alive, xm / (xm + 1.0), 0.0)
-
     dims = (dim, *widths, num_classes)
-    weight_svs = tuple(
-        padded_singular_values(np.sqrt(lam_w[0] / lam_w[l]) * s[alive], min(dims[l], dims[l + 1]))
-        for l in range(depth)
-    )
     num_alive = int(np.sum(alive))
-    if num_alive == num_classes:
-        regime = "all-classes"
-    elif num_alive == 0:
-        regime = "collapsed"
-    else:
-        regime = f"{num_classes - num_alive}-vanished"
-
-    # A tie at the rank boundary: an alive-by-threshold class cut by the rank limit has the same n_k
-    # as a survivor, so the survivors' Gram is only defined up to a projector on the tied block.
-    cut = np.flatnonzero(by_threshold & ~within_rank)
-    rank_tie = bool(any(np.any(n[alive] == n[k]) for k in cut))
-    boundary = np.flatnonzero(np.abs(beta / tau - 1.0) < 1e-9) if depth >= 2 else np.array([], int)
+    theorem = ("Thm 4.1" if depth == 1 else "Thm 4.4") + (" + Remark 4.6" if rank < num_classes else "")
     x_pk, h_max = _h_peak(depth) if depth >= 2 else (0.0, 1.0)
-    errata = "E-DL1, E-DL2, E-DL3, E-DL6, E-DL7"
-    theorem = "Thm 4.1" if depth == 1 else "Thm 4.4"
-    if rank < num_classes:
-        theorem += " + Remark 4.6"
+    cut = np.flatnonzero(by_threshold & ~within_rank)
     return TheorySolution(
-        objective=objective,
-        regime=regime,
+        objective=float(np.sum(n * per_class) / (2 * total)),
+        regime=_regime(num_alive, num_classes),
         mean_gram=np.diag(feat_sq),
         mean_logits=np.diag(fitted),
         bias=np.zeros(num_classes),
-        weight_singular_values=weight_svs,
+        weight_singular_values=tuple(
+            padded_singular_values(np.sqrt(lam_w[0] / lam_w[l]) * s[alive], min(dims[l], dims[l + 1]))
+            for l in range(depth)
+        ),
         product_singular_values=padded_singular_values(np.sqrt(prod_sq[alive]), min(num_classes, dim)),
         mean_singular_values=padded_singular_values(np.sqrt(feat_sq[alive]), min(dim, num_classes)),
-        source=f"{_PAPER}, {theorem} (MSE, bias-free); corrected as in errata {errata}",
+        source=(f"{_PAPER}, {theorem} (MSE, bias-free); corrected as in errata "
+                "E-DL1, E-DL2, E-DL3, E-DL6, E-DL7"),
         details={
             "depth": depth,
             "num_samples": total,
@@ -274,12 +211,31 @@ def deep_linear_mse_solution(
             "alive": alive,
             "num_alive": num_alive,
             "vanished_by_threshold": np.flatnonzero(~by_threshold),
-            "vanished_by_rank": np.flatnonzero(by_threshold & ~within_rank),
+            "vanished_by_rank": cut,
             "vanishing_class_size": a / tau,  # class k is zero iff n_k < this (or beyond the rank)
-            "rank_tie": rank_tie,
-            "boundary_classes": boundary,
+            # A tie at the rank boundary: a class alive by threshold but cut by the rank limit has the same
+            # n_k as a survivor, so the survivors' Gram is only defined up to a projector on the tied block.
+            "rank_tie": bool(any(np.any(n[alive] == n[k]) for k in cut)),
+            "boundary_classes": (np.flatnonzero(np.abs(beta / tau - 1.0) < 1e-9) if depth >= 2
+                                 else np.array([], int)),
         },
     )
+
+
+def _within_rank(n: np.ndarray, rank: int) -> np.ndarray:
+    """Mask of the `rank` largest classes (ties broken by class index): the only ones that can survive."""
+    order = np.argsort(-n, kind="stable")
+    position = np.empty(n.size, dtype=int)
+    position[order] = np.arange(n.size)
+    return position < rank
+
+
+def _regime(num_alive: int, num_classes: int) -> str:
+    if num_alive == num_classes:
+        return "all-classes"
+    if num_alive == 0:
+        return "collapsed"
+    return f"{num_classes - num_alive}-vanished"
 
 
 def class_vanishing_lambdas(
@@ -314,174 +270,11 @@ def class_vanishing_lambdas(
 
     **Returns:** `λ*`, shape `(K,)`, in the input class order.
     """
-    n = _sizes(class_sizes)
-    dim, widths = _dims(dim, widths)
+    n, dim, widths, rho_w, rho_h = V.layered(class_sizes, dim, widths, lam_w_ratio, lam_h_ratio,
+                                             lam_w_name="lam_w_ratio", lam_h_name="lam_h_ratio")
     depth = len(widths) + 1
-    rho_w = _positive("lam_w_ratio", lam_w_ratio, depth)
-    rho_h = float(_positive("lam_h_ratio", lam_h_ratio)[0])
     total = float(np.sum(n))
     tau = collapse_threshold(depth)
     lam = (tau * n / total) ** (depth / (depth + 1)) * (total * np.prod(rho_w) * rho_h) ** (-1.0 / (depth + 1))
-    rank = min(n.size, dim, *widths)
-    order = np.argsort(-n, kind="stable")
-    lam[order[rank:]] = 0.0
+    lam[~_within_rank(n, min(n.size, dim, *widths))] = 0.0
     return lam
-
-
-# ---- CE, balanced, deep linear (App. A, Thm A.1) ---------------------------------------------------
-
-
-def deep_linear_ce_balanced_solution(
-    class_sizes: Sequence[float],
-    dim: int,
-    widths: Sequence[int],
-    lam_w: float | Sequence[float],
-    lam_h: float,
-    bias: str = "free",
-    *,
-    allow_uncertified: bool = False,
-) -> TheorySolution:
-    """The global minimum of the balanced linear CE UFM (simplex ETF, scale from a 1-D problem).
-
-    **Certified for `L = 1` only.** For `L >= 2` Thm A.1 is false in general (erratum E-DL16): with
-    `K = 3`, `dim = 2`, `widths = (3, 2)`, `λ_W = (0.03, 0.01, 0.02)`, `λ_H = 0.015`, `n = 5`, free bias,
-    a rank-1 point with a non-constant bias reaches `0.2311824196 < 0.2415601943` (the ETF value), and
-    with `K = 4`, `L = 2` even the bias-free problem has a rank-2 point below the ETF. The ETF of this
-    function is then only a critical point; it is returned for `L >= 2` only with
-    `allow_uncertified=True`, with `regime="etf-uncertified"` and `details["certified"] = False`.
-
-    Thm A.1 fixes the shape: `W_L⋯W_1 H̄ = t (I_K − 11ᵀ/K)` (`K−1` equal singular values `t`), `b = b·1`
-    (`b = 0` if penalised). The scale follows from the minimal factorisation penalty of a product with
-    singular value `t` over `L+1` factors (AM-GM; attained by the balanced factors of E-DL7):
-
-        f(t) = log(1 + (K−1) e^{−t}) + (K−1)(L+1)/2 · C t^{2/(L+1)},   C = (n λ_H λ_{W,1}⋯λ_{W,L})^{1/(L+1)},
-        f* = min(f(t_+), log K),   t_+ = largest root of t^{(L−1)/(L+1)} = C (e^t + K − 1),
-
-    (`L = 1`: `t_+ = log(1/C − K + 1)`, alive iff `C < 1/K`). With `μ = C t^{2/(L+1)}`:
-    `σ(W_l) = sqrt(μ/λ_{W,l})`, `σ(H̄) = sqrt(μ/(n λ_H))` (`K−1` times), `σ(W_L⋯W_1) = t/σ(H̄)`,
-    `H̄ᵀH̄ = σ(H̄)² (I − 11ᵀ/K)`, and NC3 `h̄_k = κ (W_L⋯W_1)_kᵀ` with the corrected constant
-    `κ = sqrt(λ_{W,1}⋯λ_{W,L} Σs² / (n λ_H^L Σ s^{2L}))`, `s` the singular values of `H = H̄Y`.
-
-    Implements Thm A.1 of Dang et al. 2023 (certified for `L = 1`, where it is the plain-UFM result
-    of Zhu et al. 2021); corrected as in errata E-DL5 (the NC3 constant) and E-DL16 (false for
-    `L >= 2`), with E-DL7 (balancing). Thm A.1 covers the last-layer bias with `λ_b >= 0` (`bias="regularised"`:
-    `b* = 0`; `bias="free"`: `b*` any constant vector, `0` returned). `bias="none"` follows exactly:
-    restricting to `b = 0` cannot lower the minimum, and the free-bias minimum has `b ∝ 1`, which CE
-    ignores, so the three minima coincide. The paper gives no closed form for `t` (E-DL15); it is found
-    here by `brentq`.
-
-    Mapping to the paper: `M = L`, `d_1 = dim`, `(d_2..d_M) = widths`, `λ_{W_m} = lam_w[m−1]`,
-    `λ_{H_1} = lam_h`; eq. (7) uses `1/N Σ CE` and `λ/2`, as here.
-
-    **Arguments:**
-
-    - `class_sizes`: `n_1 = … = n_K = n` (balanced; `K >= 2`).
-    - `dim`, `widths`: feature dimension and hidden widths, each `>= K − 1` (Thm A.1's assumption).
-    - `lam_w`: `λ_{W,l} > 0`, one number or one per layer `W_1..W_L`.
-    - `lam_h`: `λ_H > 0`.
-    - `bias`: `"none"`, `"free"` or `"regularised"` (the value of `λ_b > 0` does not matter).
-    - `allow_uncertified`: for `L >= 2`, return the ETF critical point instead of raising.
-
-    **Returns:** a `TheorySolution` with `regime` `"etf"` (nonzero simplex ETF) or `"collapsed"`
-    (everything zero, `f* = log K`); `details` has `t`, `C`, `kappa` and the printed constant.
-
-    **Raises:** `ValueError` naming `class_sizes` (imbalanced), `dim`/`widths` (`< K − 1`), `widths`
-    (`L >= 2` without `allow_uncertified`), `bias`, or any invalid argument.
-    """
-    n_arr = _sizes(class_sizes)
-    if not np.all(n_arr == n_arr[0]):
-        raise TheoremNotApplicable(f"class_sizes={class_sizes!r} is not allowed: Thm A.1 covers balanced "
-                                   "classes only (all n_k equal).")
-    dim, widths = _dims(dim, widths)
-    if bias not in ("none", "free", "regularised"):
-        raise _fail("bias", bias, "expected 'none', 'free' or 'regularised'")
-    num_classes = n_arr.size
-    if dim < num_classes - 1:
-        raise TheoremNotApplicable(f"dim={dim!r} is not allowed: Thm A.1 needs every layer dimension "
-                                   f">= K - 1 = {num_classes - 1}.")
-    if any(w < num_classes - 1 for w in widths):
-        raise TheoremNotApplicable(f"widths={widths!r} is not allowed: Thm A.1 needs every layer "
-                                   f"dimension >= K - 1 = {num_classes - 1}.")
-    depth = len(widths) + 1
-    if depth >= 2 and not allow_uncertified:
-        raise TheoremNotApplicable(f"widths={widths!r} is not allowed: Thm A.1 (deep CE) is not a global "
-                                   "minimum for L >= 2 in general (erratum E-DL16); pass "
-                                   "allow_uncertified=True for the ETF critical point.")
-    lam_w = _positive("lam_w", lam_w, depth)
-    if np.size(lam_h) != 1:
-        raise _fail("lam_h", lam_h, "expected one number > 0")
-    lam_h = float(_positive("lam_h", lam_h)[0])
-    n = float(n_arr[0])
-    km1 = num_classes - 1
-    big_c = (n * lam_h * float(np.prod(lam_w))) ** (1.0 / (depth + 1))
-    alpha = (depth - 1) / (depth + 1)
-
-    def f(t):
-        return math.log1p(km1 * math.exp(-t)) + km1 * (depth + 1) / 2 * big_c * t ** (2.0 / (depth + 1))
-
-    def log_phi(t):  # log(t^α / (e^t + K − 1))
-        return alpha * math.log(t) - np.logaddexp(t, math.log(km1))
-
-    t_root = math.nan
-    if depth == 1:
-        if big_c < 1.0 / num_classes:
-            t_root = math.log(1.0 / big_c - km1)
-    else:
-        # φ(t) = t^α/(e^t+K−1) rises from 0 to a single peak and then decreases.
-        def dlog_phi(t):
-            return alpha / t - 1.0 / (1.0 + km1 * math.exp(-t))
-
-        t_pk = optimize.brentq(dlog_phi, 1e-12, 100.0, xtol=1e-300, rtol=4 * np.finfo(float).eps)
-        log_c = math.log(big_c)
-        if log_phi(t_pk) > log_c:
-            hi = max(2 * t_pk, 1.0)
-            while log_phi(hi) >= log_c:
-                hi *= 2.0
-            t_root = optimize.brentq(
-                lambda t: log_phi(t) - log_c, t_pk, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps
-            )
-    f_zero = math.log(num_classes)
-    alive = bool(np.isfinite(t_root)) and f(t_root) < f_zero
-    t = t_root if alive else 0.0
-    objective = f(t) if alive else f_zero
-
-    mu = big_c * t ** (2.0 / (depth + 1))
-    w_sv = np.sqrt(mu / lam_w)  # per layer, K−1 times
-    feat = math.sqrt(mu / (n * lam_h))  # σ(H̄); ‖h̄_k‖² = σ(H̄)² (K−1)/K
-    prod_sv = t / feat if alive else 0.0
-    s_h = math.sqrt(n) * feat  # singular values of H = H̄ Y
-    kappa = feat / prod_sv if alive else math.nan
-    printed_kappa = (lam_h**depth / float(np.prod(lam_w))) * s_h ** (2 - 2 * depth) if alive else math.nan
-    centre = np.eye(num_classes) - np.ones((num_classes, num_classes)) / num_classes
-    dims = (dim, *widths, num_classes)
-    ones = np.ones(km1) if alive else np.zeros(0)
-    weight_svs = tuple(
-        padded_singular_values(w_sv[l] * ones, min(dims[l], dims[l + 1])) for l in range(depth)
-    )
-    src_bias = {"none": "bias-free (exact corollary)", "free": "free bias (λ_b = 0)",
-                "regularised": "regularised bias (λ_b > 0)"}[bias]
-    return TheorySolution(
-        objective=float(objective),
-        regime=("etf" if alive else "collapsed") + ("" if depth == 1 else "-uncertified"),
-        mean_gram=feat**2 * centre,
-        mean_logits=t * centre,
-        bias=np.zeros(num_classes),
-        weight_singular_values=weight_svs,
-        product_singular_values=padded_singular_values(prod_sv * ones, min(num_classes, dim)),
-        mean_singular_values=padded_singular_values(feat * ones, min(dim, num_classes)),
-        source=(f"{_PAPER}, Thm A.1 (CE, balanced, {src_bias}); corrected as in errata E-DL5, E-DL7"
-                + ("" if depth == 1 else "; NOT a global minimum in general for L >= 2 (E-DL16)")),
-        details={
-            "certified": depth == 1,
-            "depth": depth,
-            "n": n,
-            "t": t,
-            "t_root": t_root,
-            "C": big_c,
-            "objective_if_collapsed": f_zero,
-            "feature_singular_value": s_h,
-            "kappa": kappa,
-            "kappa_printed": printed_kappa,
-            "bias_note": "any b·1 is optimal" if bias == "free" else "b = 0",
-        },
-    )

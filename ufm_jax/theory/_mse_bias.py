@@ -39,15 +39,9 @@ SOURCE = (
 
 
 def _inputs(class_sizes, dim, widths, lam_w, lam_h):
-    """Validate and return `(n, dims (d_0..d_L), λ_W per layer, λ_H)` as float64 NumPy."""
-    n = V.class_sizes("class_sizes", class_sizes)
-    dim = V.integer("dim", dim, 1)
-    widths = V.integers("widths", widths, 1)
-    depth = len(widths) + 1
-    lam_w_arr = V.floats("lam_w", lam_w, length=depth)
-    lam_h_arr = np.asarray([V.positive("lam_h", lam_h)])
-    dims = (dim, *(int(w) for w in widths), n.size)
-    return n, dims, lam_w_arr, float(lam_h_arr[0])
+    """Checked `(n, dims (d_0..d_L), λ_W per layer, λ_H)`; every size, width and `λ > 0` is covered."""
+    n, dim, widths, lam_w, lam_h = V.layered(class_sizes, dim, widths, lam_w, lam_h)
+    return n, (dim, *widths, n.size), lam_w, lam_h
 
 
 def _label_svd(n: np.ndarray):
@@ -168,10 +162,10 @@ def mse_free_bias_solution(
     rank_limit = min(dims)  # min(K, d_0, …, d_{L−1}); d_L = K is in dims
     root = (big_n * lam_product) ** (1.0 / depth)
 
-    x = np.zeros(num_classes)
     alpha = np.full(num_classes, np.inf)
     positive = kappa > 0
     alpha[positive] = depth * big_n * root / kappa[positive] ** 2
+    x = np.zeros(num_classes)
     for j in range(min(rank_limit, num_classes)):
         if kappa[j] ** 2 > tau:
             x[j] = _scalar_minimiser(alpha[j], depth)
@@ -203,14 +197,6 @@ def mse_free_bias_solution(
         for l in range(depth)
     )
 
-    # Non-uniqueness: an exact tie at τ_L, or r cutting through a block of equal surviving κ.
-    tie = bool(np.any(np.isclose(kappa[positive] ** 2, tau, rtol=1e-12, atol=0.0)))
-    cut = False
-    if rank_limit < num_classes:
-        last_in, first_out = kappa[rank_limit - 1], kappa[rank_limit]
-        cut = bool(first_out**2 > tau and np.isclose(last_in, first_out, rtol=1e-10, atol=0.0))
-    width_limited = bool(np.any(kappa[rank_limit:] ** 2 > tau))
-
     regime = f"{num_surviving}/{num_classes - 1} directions" if num_surviving else "collapsed"
     return TheorySolution(
         objective=objective,
@@ -232,10 +218,21 @@ def mse_free_bias_solution(
             "c": c,
             "feature_singular_values": sv_e,
             "output_singular_values": z,
-            "width_limited": width_limited,
-            "unique": not (tie or cut),
+            "width_limited": bool(np.any(kappa[rank_limit:] ** 2 > tau)),
+            "unique": _unique(kappa, tau, rank_limit),
         },
     )
+
+
+def _unique(kappa: np.ndarray, tau: float, rank_limit: int) -> bool:
+    """False at an exact tie `κ_j² = τ_L` (x = 0 and x = (L−1)^{1/L} tie), or when the rank limit `r`
+    cuts through a block of equal surviving `κ` (then `H̄ᵀH̄`, `P H̄` are one of several optima)."""
+    tie = bool(np.any(np.isclose(kappa[kappa > 0] ** 2, tau, rtol=1e-12, atol=0.0)))
+    cut = False
+    if rank_limit < kappa.size:
+        last_in, first_out = kappa[rank_limit - 1], kappa[rank_limit]
+        cut = bool(first_out**2 > tau and np.isclose(last_in, first_out, rtol=1e-10, atol=0.0))
+    return not (tie or cut)
 
 
 def surviving_direction_thresholds(

@@ -33,7 +33,8 @@ import math
 
 import numpy as np
 
-from ._solution import TheoremNotApplicable, TheorySolution, padded_singular_values
+from .. import _validation as V
+from ._solution import TheorySolution, not_applicable, padded_singular_values
 
 SOURCE = (
     "Dang, Tran, Nguyen, Ho 2024 (UFM+ cross-entropy, imbalanced), Thm 1 + Prop 1 + Cor 4; "
@@ -41,29 +42,9 @@ SOURCE = (
 )
 
 
-def _sizes(class_sizes) -> np.ndarray:
-    n = np.atleast_1d(np.asarray(class_sizes, dtype=np.float64))
-    if n.ndim != 1 or n.size < 2:
-        raise ValueError(
-            f"class_sizes={class_sizes!r} is not allowed: expected K >= 2 class sizes."
-        )
-    if not np.all(np.isfinite(n)) or np.any(n <= 0):
-        raise ValueError(
-            f"class_sizes={class_sizes!r} is not allowed: every value must be finite and > 0."
-        )
-    return n
-
-
-def _lam(name: str, value) -> float:
-    arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    if arr.size != 1:
-        raise ValueError(
-            f"{name}={value!r} is not allowed: the Dang et al. 2024 theorem covers one layer (one λ) only."
-        )
-    lam = float(arr[0])
-    if not math.isfinite(lam) or lam <= 0:
-        raise ValueError(f"{name}={value!r} is not allowed: expected a finite number > 0.")
-    return lam
+def _inputs(class_sizes, lam_w, lam_h) -> tuple[np.ndarray, float, float]:
+    """Checked `(n, λ_W, λ_H)` (one layer: one number each)."""
+    return V.class_sizes("class_sizes", class_sizes), V.positive("lam_w", lam_w), V.positive("lam_h", lam_h)
 
 
 def _margin_ratio(n: np.ndarray, lam_w: float, lam_h: float) -> np.ndarray:
@@ -128,9 +109,10 @@ def relu_dead_class_thresholds(class_sizes, lam_w, lam_h) -> ReluDeadThresholds:
 
     A `ReluDeadThresholds` (see its fields) giving the threshold in `n_k`, in `λ_W λ_H`, in `λ_H` at
     fixed `λ_W`, in `λ_W` at fixed `λ_H`, and the alive interval of each `n_k` with the others fixed.
+
+    **Raises:** `ValueError` naming the bad argument.
     """
-    n = _sizes(class_sizes)
-    lw, lh = _lam("lam_w", lam_w), _lam("lam_h", lam_h)
+    n, lw, lh = _inputs(class_sizes, lam_w, lam_h)
     K, N = n.size, float(n.sum())
     kappa = K / (K - 1) * lw * lh
     prod = (K - 1) * n / (K * N**2)
@@ -169,11 +151,12 @@ def relu_ce_point(class_sizes, dim: int, lam_w, lam_h) -> tuple[np.ndarray, np.n
     **Returns:**
 
     `(W, Hbar)` with `W` of shape `(K, dim)` and `Hbar` of shape `(dim, K)`, float64.
+
+    **Raises:** as `relu_ce_solution`.
     """
-    n = _sizes(class_sizes)
+    n, lw, lh = _inputs(class_sizes, lam_w, lam_h)
     K = n.size
     dim = _check_dim(dim, K)
-    lw, lh = _lam("lam_w", lam_w), _lam("lam_h", lam_h)
     x = _feature_sq_norms(n, lw, lh)
     Hbar = np.zeros((dim, K))
     Hbar[np.arange(K), np.arange(K)] = np.sqrt(x)
@@ -184,14 +167,12 @@ def relu_ce_point(class_sizes, dim: int, lam_w, lam_h) -> tuple[np.ndarray, np.n
 
 
 def _check_dim(dim, K: int) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-        raise ValueError(f"dim={dim!r} is not allowed: expected an integer >= K = {K}.")  # noqa: TRY004
+    """`d` as an int; Theorem 1's condition `d >= K` else `TheoremNotApplicable`."""
+    dim = V.integer("dim", dim, 1)
     if dim < K:
-        raise TheoremNotApplicable(
-            f"dim={dim!r} is not allowed: Theorem 1 of Dang et al. 2024 needs dim >= K = {K} "
-            "(the case dim < K is open)."
-        )
-    return int(dim)
+        raise not_applicable("dim", dim, f"Theorem 1 of Dang et al. 2024 needs dim >= K = {K} (the case "
+                             "dim < K is open)")
+    return dim
 
 
 def _feature_sq_norms(n: np.ndarray, lam_w: float, lam_h: float) -> np.ndarray:
@@ -219,7 +200,7 @@ def relu_ce_solution(class_sizes, dim: int, lam_w, lam_h) -> TheorySolution:
     **Arguments:**
 
     - `class_sizes`: `n_1..n_K`, each > 0 (floats allowed), `K >= 2`.
-    - `dim`: feature dimension `d`; must be `>= K` (Theorem 1's assumption), else `ValueError`.
+    - `dim`: feature dimension `d`; must be `>= K` (Theorem 1's assumption).
     - `lam_w`: `λ_W > 0` (a number or a one-element list: one layer only).
     - `lam_h`: `λ_H > 0`.
 
@@ -232,11 +213,12 @@ def relu_ce_solution(class_sizes, dim: int, lam_w, lam_h) -> TheorySolution:
     `weight_gram` (`WWᵀ`, Prop. 1), `weight_sq_norms`, `alive` (bool mask), `dead_classes` (tuple of
     0-based indices), `num_dead`, `size_threshold` (`C`), `lam_product_thresholds`, `weight_sq_frobenius`
     and `feature_sq_frobenius` (`‖W‖_F²`, `‖H‖_F² = Σ n_k x_k`; `λ_W‖W‖² = λ_H‖H‖²`, Lemma 1).
+
+    **Raises:** `TheoremNotApplicable` naming `dim` if `d < K`; `ValueError` naming any other bad argument.
     """
-    n = _sizes(class_sizes)
+    n, lw, lh = _inputs(class_sizes, lam_w, lam_h)
     K = n.size
     dim = _check_dim(dim, K)
-    lw, lh = _lam("lam_w", lam_w), _lam("lam_h", lam_h)
     N = float(n.sum())
     r = _margin_ratio(n, lw, lh)
     M, alive = _margins(r, K)

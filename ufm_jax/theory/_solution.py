@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from .. import _validation as V
+
 
 @dataclasses.dataclass(frozen=True)
 class TheorySolution:
@@ -63,3 +65,12 @@ class TheoremNotApplicable(ValueError):
     function is a bug and propagates. A `ValueError`, so a direct call of a theory function with
     arguments outside its theorem reads like any other bad argument.
     """
+
+
+def not_applicable(name: str, value, condition: str) -> TheoremNotApplicable:
+    """`TheoremNotApplicable` in the package's one message form: `name=value is not allowed: condition.`
+
+    For a theorem's condition (`d >= K - 1`, equal class sizes, two clusters, ...); a bad argument (wrong
+    type, `λ <= 0`) is a plain `ValueError` from `ufm_jax._validation` instead.
+    """
+    return TheoremNotApplicable(str(V.fail(name, value, condition)))
