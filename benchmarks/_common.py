@@ -9,16 +9,19 @@ import statistics
 import time
 from pathlib import Path
 
-# One XLA CPU device per core, so a batch runs on every core (each device iterates its own share);
-# set XLA_FLAGS yourself to override. Must happen before jax is imported.
-os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count() or 1}")
+# The platform: the CPU unless UFM_BENCH_PLATFORM says otherwise (`gpu_check.sh` sets "cuda"). On the
+# CPU, one XLA device per core, so a batch runs on every core (each device iterates its own share); set
+# XLA_FLAGS yourself to override. Must happen before jax is imported.
+PLATFORM = os.environ.get("UFM_BENCH_PLATFORM", "cpu")
+if PLATFORM == "cpu":
+    os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count() or 1}")
 
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_platforms", "cpu")
+jax.config.update("jax_platforms", PLATFORM)
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("UFM_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 # The baseline problem family: CE, K = 10 (5 classes of 500, 5 of 100: N = 3000), d = 16.
 CE_SIZES = [500] * 5 + [100] * 5
@@ -55,6 +58,7 @@ def environment() -> dict:
     return {
         "jax": jax.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "devices": jax.device_count(),
+        "device_kind": jax.devices()[0].device_kind,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "loadavg_1m": None if load is None else load[0],
     }

@@ -60,8 +60,9 @@ def ours(extra: list[str], repeats: int, env: dict) -> dict:
             "certified": out[0]["certified"], "iterations": out[0]["iterations"]}
 
 
-def peer(dtype: str, threads: int, repeats: int, env: dict) -> dict:
-    cmd = [sys.executable, str(HERE / "peer_torch_lbfgs.py"), "--dtype", dtype, "--threads", str(threads)]
+def peer(dtype: str, threads: int, repeats: int, env: dict, device: str = "cpu") -> dict:
+    cmd = [sys.executable, str(HERE / "peer_torch_lbfgs.py"), "--dtype", dtype, "--threads", str(threads),
+           "--device", device]
     runs = [_process(cmd, env) for _ in range(repeats)]
     out = [r for r, _ in runs]
     return {"command": " ".join(["python", "benchmarks/peer_torch_lbfgs.py", *cmd[2:]]),
@@ -84,6 +85,9 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="one repeat, a short GD baseline")
+    ap.add_argument("--device", default="cpu", help="the peer's torch device (cpu, cuda); ours runs on "
+                    "JAX's default backend")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the gradient-descent baseline")
     args = ap.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
     cache = tempfile.mkdtemp(prefix="ufm-bench-cache-")
@@ -101,9 +105,10 @@ def main(argv=None) -> dict:
         rows["ours_no_reduce"] = ours(["--no-reduce"], repeats, env)
         for dtype in ("float32", "float64"):
             for threads in (1, 0):
-                rows[f"peer_{dtype}_{'1thread' if threads == 1 else 'default'}"] = peer(dtype, threads,
-                                                                                          repeats, env)
-        rows["baseline_gd"] = baseline(2000 if args.quick else 40000, env)
+                rows[f"peer_{dtype}_{'1thread' if threads == 1 else 'default'}"] = peer(
+                    dtype, threads, repeats, env, args.device)
+        if not args.no_baseline:
+            rows["baseline_gd"] = baseline(2000 if args.quick else 40000, env)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 
@@ -112,7 +117,8 @@ def main(argv=None) -> dict:
     summary = {
         "speedup_vs_peer_float64": best_peer64["solve_s"] / rows["ours"]["solve_s"],
         "speedup_x32_vs_peer_float32": best_peer32["solve_s"] / rows["ours_x32"]["solve_s"],
-        "speedup_vs_gd": rows["baseline_gd"]["time_s"] / rows["ours"]["solve_s"],
+        "speedup_vs_gd": (rows["baseline_gd"]["time_s"] / rows["ours"]["solve_s"]
+                          if "baseline_gd" in rows else None),
         "starts_32_over_1": rows["ours_32_starts"]["solve_s"] / rows["ours"]["solve_s"],
         "warm_wall_over_peer_wall": rows["ours"]["wall_s"] / best_peer64["wall_s"],
     }
@@ -123,8 +129,9 @@ def main(argv=None) -> dict:
     sys.path.insert(0, str(HERE))
     import _common as C
 
-    out = {"quick": args.quick, "repeats": repeats, "rows": rows, "summary": summary}
-    C.write("side_by_side" + ("_quick" if args.quick else ""), out)
+    out = {"quick": args.quick, "repeats": repeats, "device": args.device, "rows": rows, "summary": summary}
+    name = "side_by_side" if args.device == "cpu" else f"side_by_side_{args.device}"
+    C.write(name + ("_quick" if args.quick else ""), out)
     return out
 
 

@@ -19,7 +19,7 @@ import time
 F_STAR = 0.043875
 
 
-def run(dtype: str, threads: int, tol: float, seed: int, max_outer: int = 200) -> dict:
+def run(dtype: str, threads: int, tol: float, seed: int, device: str = "cpu", max_outer: int = 200) -> dict:
     import torch
 
     if threads > 0:
@@ -29,10 +29,11 @@ def run(dtype: str, threads: int, tol: float, seed: int, max_outer: int = 200) -
     torch.manual_seed(seed)
     K, n, d, lam = 10, 100, 64, 5e-4
     N = K * n
-    Y = torch.eye(K, dtype=dt).repeat_interleave(n, dim=1)  # K × N
-    W = torch.nn.Parameter(torch.randn(K, d, dtype=dt) / d**0.5)
-    H = torch.nn.Parameter(torch.randn(d, N, dtype=dt) / d**0.5)
-    b = torch.nn.Parameter(torch.randn(K, 1, dtype=dt) / K**0.5)
+    kw = dict(dtype=dt, device=device)
+    Y = torch.eye(K, **kw).repeat_interleave(n, dim=1)  # K × N
+    W = torch.nn.Parameter(torch.randn(K, d, **kw) / d**0.5)
+    H = torch.nn.Parameter(torch.randn(d, N, **kw) / d**0.5)
+    b = torch.nn.Parameter(torch.randn(K, 1, **kw) / K**0.5)
     opt = torch.optim.LBFGS([W, H, b], lr=1, max_iter=20, history_size=10, line_search_fn="strong_wolfe",
                             tolerance_grad=1e-12, tolerance_change=1e-15)
 
@@ -55,7 +56,7 @@ def run(dtype: str, threads: int, tol: float, seed: int, max_outer: int = 200) -
             break
     seconds = time.perf_counter() - t0
     state = opt.state[opt._params[0]]
-    return {"dtype": dtype, "threads": torch.get_num_threads(), "outer_steps": outer,
+    return {"dtype": dtype, "device": device, "threads": torch.get_num_threads(), "outer_steps": outer,
             "iterations": int(state.get("n_iter", 0)), "evaluations": int(state.get("func_evals", 0)),
             "solve_s": seconds, "final": f, "gap": f - F_STAR, "reached": f - F_STAR <= tol}
 
@@ -66,8 +67,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch threads; 0: torch's default")
     ap.add_argument("--tol", type=float, default=1e-6, help="stop when f - f* <= tol")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     args = ap.parse_args(argv)
-    out = run(args.dtype, args.threads, args.tol, args.seed)
+    out = run(args.dtype, args.threads, args.tol, args.seed, args.device)
     print(json.dumps(out), flush=True)
     return out
 
