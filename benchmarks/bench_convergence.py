@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
             steps = 40 if q else 400
             gaps = np.abs(history(problem, solver, steps) - fstar) / abs(fstar)
             reps = 1 if q else args.repeats
-            sols = [u.solve(problem, solver, key=0, shard=False) for _ in range(reps + 1)]
+            sols = [u.solve(problem, solver, key=0, shard=False, reduce=False) for _ in range(reps + 1)]
             per_iter = float(np.median([s.timing["solve_s"] for s in sols[1:]])) / max(int(sols[0].iterations), 1)
             hit = np.nonzero(gaps <= 1e-8)[0]
             its = int(hit[0]) + 1 if hit.size else None
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
                 "problem": pname, "solver": sname, "iterations_to_1e-8": its,
                 "time_to_1e-8_s": None if its is None else its * per_iter, "per_iteration_s": per_iter,
                 "compile_s": sols[0].timing["compile_s"], "solve_s_to_gtol": sols[1].timing["solve_s"],
-                "iterations_to_gtol": int(sols[0].iterations), "status": u.status_name(sols[0].status),
+                "iterations_to_gtol": int(sols[0].iterations), "status": u.Status(int(sols[0].status)).name,
                 "final_rel_gap": float(abs(float(sols[0].objective) - fstar) / abs(fstar)),
                 "gap_history": gaps.tolist(),
             })
