@@ -103,6 +103,12 @@ def report(solution: Solution, theory: TheorySolution | NoTheory | None = None) 
         theory_dict = {"objective": theory.objective, "regime": theory.regime, "source": theory.source,
                        "details": jsonable({k: v for k, v in theory.details.items()
                                             if np.asarray(v).dtype.kind in "fiub"})}
+    history = None
+    if solution.history is not None:
+        history = solution.history.as_lists()
+        if isinstance(theory, TheorySolution):
+            scale = max(1.0, abs(theory.objective))
+            history["gap"] = [(f - theory.objective) / scale for f in history["objective"]]
     return {
         "objective": float(solution.objective),
         "grad_norm": float(solution.grad_norm),
@@ -118,4 +124,5 @@ def report(solution: Solution, theory: TheorySolution | NoTheory | None = None) 
         "geometry_gap": verdict.geometry_gap,
         "certified": verdict.certified,
         "reason": verdict.reason,
+        **({} if history is None else {"history": jsonable(history)}),
     }

@@ -210,7 +210,8 @@ def stack_problems(problems: Sequence[Problem]) -> Problem:
         if (jax.tree.structure(p), [x.shape for x in jax.tree.leaves(p)]) != ref:
             raise V.fail(f"problems[{i}]", "...", "every problem in a batch must share loss, bias, nonneg, "
                          "dim, widths and array shapes (pad with columns=...)")
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *problems)
+    # Stacked on the host, one transfer per leaf (a device-side stack of thousands of small arrays is slow).
+    return jax.tree.map(lambda *xs: jnp.asarray(np.stack([np.asarray(x) for x in xs])), *problems)
 
 
 def batch_size(problem: Problem) -> int:

@@ -87,6 +87,8 @@ def solve(
     reduce: Annotated[bool, typer.Option("--reduce/--no-reduce", help="Solve the exact one-column-per-class "
                                          "reduction and verify on the full problem (default), or "
                                          "optimise every sample column.")] = True,
+    history: Annotated[Optional[int], typer.Option("--history", help="Record every K iterations: objective, "
+                                                   "gradient norm, gap, NC metrics (JSON: 'history').")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Keep compiled programs on disk "
                                         "(UFM_CACHE_DIR, default ~/.cache/ufm_jax) so a repeated call "
                                         "starts warm.")] = True,
@@ -116,7 +118,8 @@ def solve(
             per_class=per_class,
         )
         chosen = _make_solver(solver, problem, max_steps, gtol)
-        solution = u.solve(problem, chosen, key=key, seeds=seeds, init_scale=init_scale, reduce=reduce)
+        solution = u.solve(problem, chosen, key=key, seeds=seeds, init_scale=init_scale, reduce=reduce,
+                           history=history)
     except ValueError as err:
         _fail(str(err))
     report = u.report(solution)

@@ -118,6 +118,7 @@ class LockstepLBFGS(AbstractSolver):
 
     max_steps: int = 5000
     gtol: float | None = None
+    coordinates: str = "balanced"
     memory_size: int = 10
     num_trials: int = 4
     shrink: float = 0.3

@@ -11,35 +11,48 @@ from jaxtyping import Array, Float, Int, PyTree
 from .._params import Params
 from .._problem import Problem
 from ..losses import objective
+from ..metrics import nc_metrics
 from ._results import RUNNING, Status
 from ._solvers import AbstractSolver, where_rows
 
 
-def _scales(problem: Problem) -> Params:
-    """Per-entry factors `s` with `x̃ = s·x`: `√λ_{W,l}` on `W_l`, `√(λ_H w_kj)` on column `h_kj`, `√λ_b` on
-    a regularised bias (1 on a free one).
+COORDINATES = ("balanced", "sample")
 
-    In these *balanced coordinates* every penalty is `½‖x̃‖²`, so `W` and `H` enter on one scale whatever
-    `λ` and `n_k` are (at a minimum `λ_W‖W‖² = λ_H‖H‖²`). This is a diagonal preconditioner: minimisers
-    map one-to-one, and results are always returned in the original coordinates. Padding columns
-    (`w_kj = 0`) get scale 0 and are pinned at zero.
+
+def _scales(problem: Problem, coordinates: str = "balanced") -> Params:
+    """Per-entry factors `s` of the coordinates `x̃ = s·x` a solver works in.
+
+    - `"balanced"` (the default of every solver): `√λ_{W,l}` on `W_l`, `√(λ_H w_kj)` on column `h_kj`,
+      `√λ_b` on a regularised bias (1 on a free one). Every penalty is then `½‖x̃‖²`, so `W` and `H`
+      enter on one scale whatever `λ` and `n_k` are (at a minimum `λ_W‖W‖² = λ_H‖H‖²`): a diagonal
+      preconditioner, minimisers map one-to-one.
+    - `"sample"`: `√w_kj` on column `h_kj`, 1 elsewhere. A gradient step of size `η` is then
+      `x ← x − η ∇f / s²`: plain gradient descent on the original parameters, per sample column, in the
+      explicit representation (`w = 1`) and in the weighted one alike (a class column weighing `n_k`
+      moves as each of its `n_k` samples would): the training dynamics of the papers' experiments.
+
+    Results are always returned in the original coordinates. Padding columns (`w_kj = 0`) get scale 0
+    and are pinned at zero.
     """
+    if coordinates == "sample":
+        ones = jnp.ones_like(problem.lam_h)
+        return Params(tuple(ones for _ in problem.lam_w), jnp.sqrt(problem.column_weights)[..., None], ones)
     weights = tuple(jnp.sqrt(lam) for lam in problem.lam_w)
     features = jnp.sqrt(problem.lam_h * problem.column_weights)[..., None]
     bias = jnp.sqrt(problem.lam_b) if problem.bias == "regularised" else jnp.ones_like(problem.lam_b)
     return Params(weights, features, bias)
 
 
-def to_balanced(params: Params, problem: Problem) -> Params:
-    return jax.tree.map(lambda x, s: x * s, params, _scales(problem))
+def to_balanced(params: Params, problem: Problem, coordinates: str = "balanced") -> Params:
+    return jax.tree.map(lambda x, s: x * s, params, _scales(problem, coordinates))
 
 
-def from_balanced(balanced: Params, problem: Problem) -> Params:
+def from_balanced(balanced: Params, problem: Problem, coordinates: str = "balanced") -> Params:
     def unscale(x, s):
         positive = s > 0
         return jnp.where(positive, x / jnp.where(positive, s, 1), 0)
 
-    return jax.tree.map(unscale, balanced, _scales(problem))
+    return jax.tree.map(unscale, balanced, _scales(problem, coordinates))
 
 
 def _flat_project(problem: Problem, template: Params):
@@ -67,36 +80,63 @@ def default_gtol(dtype) -> float:
     return 1e-9 if jnp.dtype(dtype) == jnp.float64 else 1e-4
 
 
+# The scalar NC metrics a trajectory records (keys of `ufm_jax.metrics.nc_metrics`), after the objective
+# and the gradient norm.
+TRAJECTORY_METRICS = ("nc1", "within_class_spread", "etf_distance", "orthogonal_frame_distance", "nc3",
+                      "nc3_directional", "minority_spread", "minority_logit_spread")
+TRAJECTORY_FIELDS = ("objective", "grad_norm", *TRAJECTORY_METRICS)
+
+
+class Recorded(eqx.Module):
+    """Trajectories of a batch: record `r < length[q]` of problem `q` was taken at iteration
+    `iteration[q, r]` and holds `values[q, r]` (`TRAJECTORY_FIELDS` in order)."""
+
+    iteration: Int[Array, "Q R"]
+    values: Float[Array, "Q R F"]
+    length: Int[Array, " Q"]
+
+
 class SingleResult(eqx.Module):
     params: Params
     objective: Float[Array, "*B"]
     grad_norm: Float[Array, "*B"]
     iterations: Int[Array, "*B"]
     status: Int[Array, "*B"]
+    history: Recorded | None = None
 
 
-def flat_batch(problems: Problem, starts: Params):
-    """A batch in the solvers' layout: `(fn, project, x, unravel)` with `x` the starts in balanced
-    coordinates, flattened to `(B, n)` and projected; `fn(x_i, problem_i)` one problem's objective;
-    `project` the projection onto `H >= 0` (or the identity); `unravel(x_i)` back to `Params`."""
-    balanced = jax.vmap(to_balanced)(starts, problems)
+def history_records(max_steps: int, every: int) -> int:
+    """Records a trajectory can hold: iterations 0, every, 2·every, … up to `max_steps`, and the last."""
+    return max_steps // every + 2
+
+
+def flat_batch(problems: Problem, starts: Params, coordinates: str = "balanced"):
+    """A batch in the solvers' layout: `(fn, project, x, to_params)` with `x` the starts in the solver's
+    coordinates (`_scales`), flattened to `(B, n)` and projected; `fn(x_i, problem_i)` one problem's
+    objective; `project` the projection onto `H >= 0` (or the identity); `to_params(x_i, problem_i)` back
+    to `Params` in the original coordinates."""
+    balanced = jax.vmap(lambda p, q: to_balanced(p, q, coordinates))(starts, problems)
     template = jax.tree.map(lambda a: a[0], balanced)
     _, unravel = ravel_pytree(template)
     project = _flat_project(problems, template)
     x = project(jax.vmap(lambda p: ravel_pytree(p)[0])(balanced))
 
-    def fn(x, problem):
-        return objective(from_balanced(unravel(x), problem), problem)
+    def to_params(x, problem):
+        return from_balanced(unravel(x), problem, coordinates)
 
-    return fn, project, x, unravel
+    def fn(x, problem):
+        return objective(to_params(x, problem), problem)
+
+    return fn, project, x, to_params
 
 
 @eqx.filter_jit
-def evaluate_batch(problems: Problem, params: Params) -> tuple[Float[Array, " B"], Float[Array, " B"]]:
+def evaluate_batch(problems: Problem, params: Params,
+                   coordinates: str = "balanced") -> tuple[Float[Array, " B"], Float[Array, " B"]]:
     """The objective and the stationarity measure of `minimise_batch` (the (projected) gradient norm in
-    balanced coordinates) of a batch of points: how `solve` verifies a reduced solution on the full
+    the solver's coordinates) of a batch of points: how `solve` verifies a reduced solution on the full
     problem."""
-    fn, project, x, _ = flat_batch(problems, params)
+    fn, project, x, _ = flat_batch(problems, params, coordinates)
     value, grad = jax.vmap(jax.value_and_grad(fn))(x, problems)
     return value, _stationarity(x, grad, project)
 
@@ -145,7 +185,7 @@ class _Slots(eqx.Module):
 
 
 def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
-                   slots: int | None = None) -> SingleResult:
+                   slots: int | None = None, history: int | None = None) -> SingleResult:
     """Minimise a batch of `Q` problems (leaves with a leading axis) from `starts`, in balanced
     coordinates, iterating `slots` of them at a time (default: all).
 
@@ -161,6 +201,11 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
     iterations of the rest; with `slots < Q` the work follows the sum of the iteration counts rather
     than `Q ×` their maximum, with no recompilation. The parameters are flattened to one vector per
     problem, `x` of shape `(slots, n)`: the solvers' memory and the batch arithmetic are dense arrays.
+
+    With `history = k`, every problem records its objective, gradient norm and the scalar NC metrics
+    (`TRAJECTORY_FIELDS`) at iteration 0, every `k` iterations and where it stops (the returned point),
+    inside the loop: the metrics are computed only in iterations where some slot records (a conditional
+    whose output is the `(slots, F)` records, so the stored trajectories never pass through it).
     """
     dtype = problems.lam_h.dtype
     gtol = default_gtol(dtype) if solver.gtol is None else solver.gtol
@@ -168,7 +213,7 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
     total = problems.lam_h.shape[0]
     slots = total if slots is None else min(int(slots), total)
 
-    fn, project, x_all, unravel = flat_batch(problems, starts)
+    fn, project, x_all, to_params = flat_batch(problems, starts, solver.coordinates)
 
     def classify(x, value, grad, steps, limit, since):
         gnorm = _stationarity(x, grad, project)
@@ -218,7 +263,7 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
 
     def refill(slot: _Slots, out: SingleResult, next_index):
         """Stopped problems write their result out, and their slots take the next problems of the
-        queue (or fall idle)."""
+        queue (or fall idle). Also returns which slots took a new problem."""
         done = (slot.status != RUNNING) & (slot.index < total)
         where = jnp.where(done, slot.index, total)  # out of range: dropped
         put = lambda a, b: a.at[where].set(b, mode="drop")  # noqa: E731
@@ -238,26 +283,56 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
                            is_leaf=lambda x: x is None)
         slot = eqx.tree_at(lambda s: s.state, where_rows(refill, new, kept), state,
                            is_leaf=lambda x: x is None)
-        return slot, out, next_index + jnp.sum(done)
+        return slot, out, next_index + jnp.sum(done), refill
+
+    def record(hist: Recorded | None, slot: _Slots, mask) -> Recorded | None:
+        """Append a record for the slots in `mask` (their current point, the one they would return)."""
+        if hist is None:
+            return None
+
+        def values():
+            params = jax.vmap(to_params)(slot.last_x, slot.problem)
+            metrics = jax.vmap(nc_metrics)(params, slot.problem)
+            return jnp.stack([slot.last_value, slot.gnorm, *(metrics[k] for k in TRAJECTORY_METRICS)],
+                             axis=-1).astype(dtype)
+
+        rows = jax.lax.cond(jnp.any(mask), values,
+                            lambda: jnp.zeros((slot.index.shape[0], len(TRAJECTORY_FIELDS)), dtype))
+        q = jnp.where(mask, slot.index, total)  # out of range: dropped
+        position = hist.length[jnp.minimum(slot.index, total - 1)]
+        return Recorded(hist.iteration.at[q, position].set(slot.steps, mode="drop"),
+                        hist.values.at[q, position].set(rows, mode="drop"),
+                        hist.length.at[q].add(1, mode="drop"))
 
     def cond(carry):
-        slot, _, _ = carry
+        slot, _, _, _ = carry
         return jnp.any(slot.index < total)
 
     def body(carry):
-        slot, out, next_index = carry
-        return refill(advance(slot), out, next_index)
+        slot, out, next_index, hist = carry
+        running = (slot.status == RUNNING) & (slot.index < total)
+        slot = advance(slot)
+        if hist is not None:
+            hist = record(hist, slot, running & ((slot.steps % history == 0) | (slot.status != RUNNING)))
+        slot, out, next_index, refilled = refill(slot, out, next_index)
+        return slot, out, next_index, record(hist, slot, refilled)
 
     out = SingleResult(x_all, jnp.zeros(total, dtype), jnp.zeros(total, dtype),
                        jnp.zeros(total, int), jnp.zeros(total, int))
+    hist = None
+    if history is not None:
+        size = history_records(solver.max_steps, history)
+        hist = Recorded(jnp.zeros((total, size), int), jnp.full((total, size, len(TRAJECTORY_FIELDS)), jnp.nan,
+                                                                   dtype), jnp.zeros(total, int))
     index0 = jnp.arange(slots)
     first = fresh(index0, *start_values(index0))
     first = eqx.tree_at(lambda s: s.state, first,
                         solver.init_batch(fn, first.problem, first.x, first.value, first.grad),
                         is_leaf=lambda x: x is None)
-    _, out, _ = jax.lax.while_loop(cond, body, (first, out, jnp.asarray(slots)))
-    params = jax.vmap(lambda z, p: from_balanced(unravel(z), p))(out.params, problems)
-    return eqx.tree_at(lambda r: r.params, out, params)
+    hist = record(hist, first, first.index < total)
+    _, out, _, hist = jax.lax.while_loop(cond, body, (first, out, jnp.asarray(slots), hist))
+    params = jax.vmap(to_params)(out.params, problems)
+    return SingleResult(params, out.objective, out.grad_norm, out.iterations, out.status, hist)
 
 
 def minimise_problem(problem: Problem, start: Params, solver: AbstractSolver) -> SingleResult:

@@ -16,10 +16,12 @@ from .. import _validation as V
 from .._cache import ensure_compilation_cache
 from .._params import Params, expand_params, init_params, reduce_params
 from .._problem import Problem, batch_size, reduce_problem
-from ._minimise import SingleResult, default_gtol, evaluate_batch, minimise_batch
+from ._minimise import (TRAJECTORY_FIELDS, SingleResult, default_gtol, evaluate_batch, history_records,
+                        minimise_batch)
 from ._registry import check_solver, default_solver
 from ._results import Status
 from ._solvers import AbstractSolver
+from ._trajectory import Trajectory, pick_trajectories
 
 
 class Solution(eqx.Module):
@@ -39,6 +41,7 @@ class Solution(eqx.Module):
       spread flags traps (the deep-linear origin, dead ReLU classes): see the theory check.
     - `problem`: the problem solved.
     - `timing`: `{"compile_s": ..., "solve_s": ...}` (compile excluded from solve_s), a static field.
+    - `history`: the returned start's `Trajectory` with `solve(..., history=k)`, else `None`.
     """
 
     params: Params
@@ -51,6 +54,7 @@ class Solution(eqx.Module):
     objective_spread: Float[Array, "*B"]
     problem: Problem
     timing: dict = eqx.field(static=True, default_factory=dict)
+    history: Trajectory | None = None
 
     @property
     def converged(self) -> Array:
@@ -61,6 +65,9 @@ class Solution(eqx.Module):
         dynamic, static = eqx.partition(self, eqx.is_array)
         return eqx.combine(jax.tree.map(lambda x: x[index], dynamic), static)
 
+
+# The most memory the recorded trajectories of one solve may take.
+MAX_HISTORY_BYTES = 2 * 2**30
 
 # Problems iterated at a time per device. 256 weighted CE problems (K = 10, d = 16) on 2 CPU cores, one
 # device each, three runs (`benchmarks/bench_throughput.py`, slots_scan): 4 slots 717–1347 problems/s,
@@ -130,6 +137,7 @@ def solve(
     shard: bool = True,
     slots: int | None = None,
     reduce: bool = True,
+    history: int | None = None,
 ) -> Solution:
     """Solve one problem, or a batch (a `Problem` whose leaves have a leading axis, `stack_problems`).
 
@@ -165,6 +173,9 @@ def solve(
       depend on it (up to round-off).
     - `reduce`: solve the exact one-column-per-class reduction and verify on the full problem
       (default), or optimise every column.
+    - `history`: record every `history` iterations (`Trajectory`: objective, gradient norm, scalar NC
+      metrics) inside the compiled loop; `None` records nothing. Memory: `B × seeds × (max_steps /
+      history + 2) × 10` numbers.
 
     **Returns:** a `Solution` of `problem` (in its own representation). `timing["solve_s"]` counts
     everything after compilation: the reduced solve, the expansion and the verification.
@@ -181,6 +192,12 @@ def solve(
         V.integer("slots", slots, 1)
     solver = default_solver(problem) if solver is None else solver
     check_solver(problem, solver)
+    if history is not None:
+        V.integer("history", history, 1)
+        records = batch_size(problem) * seeds * history_records(solver.max_steps, history)
+        if records * len(TRAJECTORY_FIELDS) * 8 > MAX_HISTORY_BYTES:
+            raise V.fail("history", history, f"{records} records of {len(TRAJECTORY_FIELDS)} numbers exceed "
+                         f"{MAX_HISTORY_BYTES / 2**30:.0f} GiB: record less often, or lower max_steps")
     batched = problem.lam_h.ndim == 1
     # Random starts are drawn for the problem as given (a single problem keeps its draws whether or
     # not it is solved reduced); everything after works on a batch.
@@ -191,7 +208,7 @@ def solve(
         start = jax.tree.map(lambda x: x[None], start)
     batch = problem if batched else jax.tree.map(lambda x: x[None], problem)
     run = functools.partial(_solve_batch, solver=solver, seeds=seeds, shard=shard,
-                            slots=DEFAULT_SLOTS if slots is None else int(slots))
+                            slots=DEFAULT_SLOTS if slots is None else int(slots), history=history)
     if not reduce or problem.columns_per_class == 1:
         solution = run(batch, start)
     else:
@@ -208,7 +225,8 @@ def _expand(reduced: Solution, problem: Problem, solver: AbstractSolver, run) ->
     t0 = time.perf_counter()
     leaves, treedef = jax.tree.flatten((problem, reduced.params))
     c0 = time.perf_counter()
-    verify = _compiled_expand(treedef, tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves))
+    verify = _compiled_expand(treedef, tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves),
+                              solver.coordinates)
     c1 = time.perf_counter()
     params, value, gnorm = jax.block_until_ready(verify(leaves))
     t1 = time.perf_counter() - (c1 - c0)
@@ -220,7 +238,7 @@ def _expand(reduced: Solution, problem: Problem, solver: AbstractSolver, run) ->
     if np.any(polish):
         # Round-off made the full gradient norm miss gtol: iterations of the same solver on the full
         # problem from the expanded point (rare; it compiles the full problem's program).
-        again = run(problem, params, seeds=1)
+        again = run(problem, params, seeds=1, history=None)
 
         def pick(new, old):
             return jnp.where(polish.reshape(polish.shape + (1,) * (jnp.ndim(new) - 1)), new, old)
@@ -233,18 +251,18 @@ def _expand(reduced: Solution, problem: Problem, solver: AbstractSolver, run) ->
     return Solution(params=params, objective=value, grad_norm=gnorm, iterations=iterations,
                     status=status, seed_objectives=reduced.seed_objectives,
                     seed_status=reduced.seed_status, objective_spread=reduced.objective_spread,
-                    problem=problem, timing={**timing, "reduced": True})
+                    problem=problem, timing={**timing, "reduced": True}, history=reduced.history)
 
 
 def _solve_batch(problem: Problem, start: Params, *, solver: AbstractSolver, seeds: int, shard: bool,
-                 slots: int) -> Solution:
+                 slots: int, history: int | None) -> Solution:
     """A batch of `B` problems from `start` (`B × seeds` starts, problem-major), in one sharded, queued
     program; the best start of each problem is kept."""
     num = batch_size(problem)
     total = num * seeds
     # (B, S) → flat (B·S,), problem-major.
     flat_problem = jax.tree.map(lambda x: jnp.repeat(x, seeds, axis=0), problem)
-    out, compile_s, solve_s = _run(solver, flat_problem, start, shard, total, slots)
+    out, compile_s, solve_s = _run(solver, flat_problem, start, shard, total, slots, history)
 
     out = jax.tree.map(lambda x: x.reshape(num, seeds, *x.shape[1:]), out)
     finite = np.isfinite(out.objective) & (out.status != Status.nonfinite)
@@ -267,13 +285,14 @@ def _solve_batch(problem: Problem, start: Params, *, solver: AbstractSolver, see
         objective_spread=jnp.asarray(spread),
         problem=problem,
         timing={"compile_s": compile_s, "solve_s": solve_s},
+        history=None if history is None else pick_trajectories(out.history, best, history),
     )
 
 
-def _run(solver, flat_problem, flat_start, shard: bool, total: int,
-         slots: int) -> tuple[SingleResult, float, float]:
+def _run(solver, flat_problem, flat_start, shard: bool, total: int, slots: int,
+         history: int | None) -> tuple[SingleResult, float, float]:
     """Run `total` solves as one compiled (cached), sharded program, `slots` at a time on each
-    device; host arrays back."""
+    device, recording every `history` iterations; host arrays back."""
     sharding, num_devices = _sharding()
     if not shard:
         num_devices = 1
@@ -297,7 +316,7 @@ def _run(solver, flat_problem, flat_start, shard: bool, total: int,
     slots = min(slots, padded // num_devices)
     mesh = sharding.mesh if shard and num_devices > 1 else None
     t0 = time.perf_counter()
-    compiled = _compiled(solver, treedef, avals, mesh, slots)
+    compiled = _compiled(solver, treedef, avals, mesh, slots, history)
     t1 = time.perf_counter()
     out: SingleResult = jax.block_until_ready(compiled(leaves))
     t2 = time.perf_counter()
@@ -305,27 +324,29 @@ def _run(solver, flat_problem, flat_start, shard: bool, total: int,
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_expand(treedef, avals: tuple):
+def _compiled_expand(treedef, avals: tuple, coordinates: str):
     """The compiled expansion and verification of reduced points on their full problems: the expanded
-    parameters, their objective and gradient norm (`evaluate_batch`)."""
+    parameters, their objective and gradient norm (`evaluate_batch`) in the solver's coordinates."""
 
     def expand(leaves):
         problem, reduced = jax.tree.unflatten(treedef, leaves)
         params = expand_params(reduced, problem)
-        return (params, *evaluate_batch(problem, params))
+        return (params, *evaluate_batch(problem, params, coordinates))
 
     return jax.jit(expand).lower(list(avals)).compile()
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(solver: AbstractSolver, treedef, avals: tuple, mesh: Mesh | None, slots: int):
+def _compiled(solver: AbstractSolver, treedef, avals: tuple, mesh: Mesh | None, slots: int,
+              history: int | None):
     """The compiled solve loop for one structure: solver (hashable: its fields are static numbers),
     problem and start treedef (it carries the problem's static options), leaf shapes, dtypes and
-    shardings, device mesh and slot count. Bounded: a long session with many shapes keeps the last 64."""
+    shardings, device mesh, slot count and recording interval. Bounded: a long session with many shapes
+    keeps the last 64."""
 
     def run(leaves):
         problems, starts = jax.tree.unflatten(treedef, leaves)
-        return minimise_batch(problems, starts, solver, slots)
+        return minimise_batch(problems, starts, solver, slots, history)
 
     if mesh is not None:
         # Each device runs its own loop over its shard: it stops when its own problems are done, and no

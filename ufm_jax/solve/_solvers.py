@@ -49,6 +49,8 @@ class AbstractSolver(eqx.Module):
     max_steps: eqx.AbstractVar[int]
     gtol: eqx.AbstractVar[float | None]
     supports_projection: eqx.AbstractClassVar[bool]
+    # The coordinates the solver works in (`_minimise._scales`): "balanced" or "sample".
+    coordinates: eqx.AbstractVar[str]
     # The registry name (CLI `--solver` = config `solver.method`) and its short aliases.
     name: eqx.AbstractClassVar[str]
     aliases: eqx.AbstractClassVar[tuple[str, ...]]
@@ -57,6 +59,7 @@ class AbstractSolver(eqx.Module):
         V.integer("max_steps", self.max_steps, 1)
         if self.gtol is not None:
             V.positive("gtol", self.gtol)
+        V.choice("coordinates", self.coordinates, ("balanced", "sample"))
 
     @abc.abstractmethod
     def init(self, fn: Fn, x, value, grad): ...
@@ -117,6 +120,7 @@ class LBFGS(_OptaxSolver):
     gtol: float | None = None
     memory_size: int = 10
     max_linesearch_steps: int = 30
+    coordinates: str = "balanced"
     supports_projection: ClassVar[bool] = False
     evaluates_in_linesearch: ClassVar[bool] = True
     name: ClassVar[str] = "lbfgs"
@@ -134,12 +138,18 @@ class LBFGS(_OptaxSolver):
 
 
 class GradientDescent(_OptaxSolver):
-    """(Heavy-ball) gradient descent, `x ← x − lr ∇f + momentum·(previous step)` (optax.sgd)."""
+    """(Heavy-ball) gradient descent, `x ← x − lr ∇f + momentum·(previous step)` (optax.sgd).
+
+    With `coordinates="sample"` the step is taken on the original parameters, per sample column:
+    training dynamics as in the papers' experiments (`GradientDescent(learning_rate=0.1, momentum=0.9,
+    coordinates="sample")` with `solve(..., history=k)` records collapse over training); the default
+    `"balanced"` coordinates precondition by `√λ` (see `ufm_jax.solve.minimise_batch`)."""
 
     learning_rate: float = 0.1
     momentum: float | None = None
     max_steps: int = 100_000
     gtol: float | None = None
+    coordinates: str = "balanced"
     supports_projection: ClassVar[bool] = True
     evaluates_in_linesearch: ClassVar[bool] = False
     name: ClassVar[str] = "gradient_descent"
@@ -160,6 +170,7 @@ class Adam(_OptaxSolver):
     learning_rate: float = 1e-2
     max_steps: int = 100_000
     gtol: float | None = None
+    coordinates: str = "balanced"
     supports_projection: ClassVar[bool] = True
     evaluates_in_linesearch: ClassVar[bool] = False
     name: ClassVar[str] = "adam"
@@ -186,6 +197,7 @@ class ProjectedGradient(AbstractSolver):
 
     max_steps: int = 20_000
     gtol: float | None = None
+    coordinates: str = "balanced"
     memory: int = 10
     gamma: float = 1e-4
     alpha_min: float = 1e-10
