@@ -43,11 +43,14 @@ import ufm_jax as u
 
 # %%
 sizes = [2000, 495, 495, 10]
-depths = {1: 8, 3: 8}  # L → d (the paper: 16 and 40; the minimiser does not depend on d >= K)
+# L → d (the paper uses 16 and 40; the minimiser does not depend on d once d >= K)
+depths = {1: 8, 3: 8}
 
 
 def problem(lam, depth):
-    return u.deep_linear_mse(sizes, depths[depth], lam_w=lam, lam_h=lam, depth=depth, per_class=1)
+    return u.deep_linear_mse(
+        sizes, depths[depth], lam_w=lam, lam_h=lam, depth=depth, per_class=1
+    )
 
 
 # %% [markdown]
@@ -59,7 +62,12 @@ def problem(lam, depth):
 # %%
 for depth in depths:
     boundaries = u.phase_boundaries(problem(1e-3, depth))
-    print(f"L = {depth}: " + ", ".join(f"{name} at λ = {value:.3e}" for name, value in boundaries.items()))
+    print(
+        f"L = {depth}: "
+        + ", ".join(
+            f"{name} at λ = {value:.3e}" for name, value in boundaries.items()
+        )
+    )
 
 # %% [markdown]
 # ## Solve, with multi-start
@@ -74,11 +82,17 @@ lams = list(np.geomspace(3e-4, 4e-2, 24)) + [3e-3]
 problems, solutions = {}, {}
 for depth in depths:
     problems[depth] = [problem(lam, depth) for lam in lams]
-    solutions[depth] = u.solve(u.stack_problems(problems[depth]), u.LockstepLBFGS(), seeds=16,
-                               init_scale=2.0)
+    solutions[depth] = u.solve(
+        u.stack_problems(problems[depth]),
+        u.LockstepLBFGS(),
+        seeds=16,
+        init_scale=2.0,
+    )
     timing = solutions[depth].timing
-    print(f"L = {depth}: {len(lams)} problems × 16 starts, compile {timing['compile_s']:.1f} s, "
-          f"solve {timing['solve_s']:.2f} s")
+    print(
+        f"L = {depth}: {len(lams)} problems × 16 starts, compile {timing['compile_s']:.1f} s, "
+        f"solve {timing['solve_s']:.2f} s"
+    )
 
 # %% [markdown]
 # ## Every point certified, and what the starts found
@@ -92,12 +106,18 @@ for depth in depths:
     checks = [u.check(solutions[depth][i]) for i in range(len(lams))]
     theory_f = np.array([c.theory_objective for c in checks])
     starts = np.asarray(solutions[depth].seed_objectives)  # (problems, starts)
-    at_minimum = np.abs(starts - theory_f[:, None]) <= 1e-8 * np.maximum(1, np.abs(theory_f[:, None]))
-    print(f"L = {depth}: certified {sum(c.certified for c in checks)} of {len(checks)}; "
-          f"largest |gap| {max(abs(c.gap) for c in checks):.1e}; "
-          f"starts at the global minimum: {at_minimum.mean():.0%} "
-          f"(fewest for one problem: {at_minimum.sum(axis=1).min()} of 16)")
-    assert all(c.certified for c in checks), [c.reason for c in checks if not c.certified]
+    at_minimum = np.abs(starts - theory_f[:, None]) <= 1e-8 * np.maximum(
+        1, np.abs(theory_f[:, None])
+    )
+    print(
+        f"L = {depth}: certified {sum(c.certified for c in checks)} of {len(checks)}; "
+        f"largest |gap| {max(abs(c.gap) for c in checks):.1e}; "
+        f"starts at the global minimum: {at_minimum.mean():.0%} "
+        f"(fewest for one problem: {at_minimum.sum(axis=1).min()} of 16)"
+    )
+    assert all(c.certified for c in checks), [
+        c.reason for c in checks if not c.certified
+    ]
 
 
 # %% [markdown]
@@ -105,6 +125,7 @@ for depth in depths:
 #
 # Lines: `‖h̄_k‖` of the analytic minimiser (from its class-mean Gram) on a fine grid. Markers: the
 # certified minimisers. Dashed: the vanishing λ's from `u.phase_boundaries`.
+
 
 # %%
 def mean_norms(solution, problem):
@@ -115,9 +136,22 @@ def mean_norms(solution, problem):
 fine = np.geomspace(3e-4, 4e-2, 300)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained", sharey=True)
 for ax, depth in zip(axes, depths):
-    theory = np.array([np.sqrt(np.maximum(np.diag(u.analytic_solution(problem(lam, depth)).mean_gram), 0))
-                       for lam in fine])
-    measured = np.array([mean_norms(solutions[depth][i], problems[depth][i]) for i in range(len(lams))])
+    theory = np.array(
+        [
+            np.sqrt(
+                np.maximum(
+                    np.diag(u.analytic_solution(problem(lam, depth)).mean_gram), 0
+                )
+            )
+            for lam in fine
+        ]
+    )
+    measured = np.array(
+        [
+            mean_norms(solutions[depth][i], problems[depth][i])
+            for i in range(len(lams))
+        ]
+    )
     for k, colour in zip((0, 1, 3), ("C0", "C1", "C3")):
         label = f"class {k} (n = {sizes[k]})" + (" and class 2" if k == 1 else "")
         ax.plot(fine, theory[:, k], "-", color=colour, lw=3, alpha=0.4)
@@ -146,9 +180,15 @@ plt.show()
 i = lams.index(3e-3)
 for depth in depths:
     rows = np.sum(np.asarray(solutions[depth][i].params.weights[-1]) ** 2, axis=1)
-    theory = u.analytic_solution(problems[depth][i]).weight_singular_values[-1][:4] ** 2
-    print(f"L = {depth}: ‖(W_{depth})_k‖² measured {np.round(rows, 4)}, theory {np.round(theory, 4)}")
-print("App. C.2.2, L = 1, printed W_1: [35.762 13.199 13.246  0.   ] (rounded to 2 decimals per entry)")
+    theory = (
+        u.analytic_solution(problems[depth][i]).weight_singular_values[-1][:4] ** 2
+    )
+    print(
+        f"L = {depth}: ‖(W_{depth})_k‖² measured {np.round(rows, 4)}, theory {np.round(theory, 4)}"
+    )
+print(
+    "App. C.2.2, L = 1, printed W_1: [35.762 13.199 13.246  0.   ] (rounded to 2 decimals per entry)"
+)
 
 # %% [markdown]
 # The fitted λ = 3e-3 reproduces the printed matrix to the precision of its two printed decimals, and

@@ -45,9 +45,11 @@ sizes = [100, 100, 200, 200, 300, 300, 400, 400, 500, 500]
 fig3 = u.relu_ce(sizes, 40, lam_w=1e-4, lam_h=1e-5, per_class=1)
 solution = u.solve(fig3, seeds=4)
 check = u.check(solution)
-print(f"compile {solution.timing['compile_s']:.1f} s, solve {solution.timing['solve_s']:.2f} s; "
-      f"regime {check.regime}, gap {check.gap:+.1e}, geometry gap {check.geometry_gap:.1e}, "
-      f"certified {check.certified}")
+print(
+    f"compile {solution.timing['compile_s']:.1f} s, solve {solution.timing['solve_s']:.2f} s; "
+    f"regime {check.regime}, gap {check.gap:+.1e}, geometry gap {check.geometry_gap:.1e}, "
+    f"certified {check.certified}"
+)
 assert check.certified, check.reason
 
 # %% [markdown]
@@ -59,7 +61,9 @@ gram = np.asarray(means.T @ means)
 theory = u.analytic_solution(fig3)
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 4), layout="constrained")
-for ax, matrix, title in zip(axes, (gram, theory.mean_gram), ("solver (certified)", "theory (Thm 1)")):
+for ax, matrix, title in zip(
+    axes, (gram, theory.mean_gram), ("solver (certified)", "theory (Thm 1)")
+):
     image = ax.imshow(matrix / np.abs(matrix).max(), cmap="viridis", vmin=0, vmax=1)
     ax.set_title(f"H̄ᵀH̄ / max, {title}")
     ax.set_xticks(range(len(sizes)), sizes, rotation=90, fontsize=7)
@@ -68,7 +72,9 @@ fig.colorbar(image, ax=axes, shrink=0.8)
 plt.show()
 
 off_diagonal = gram - np.diag(np.diag(gram))
-print(f"largest off-diagonal |h̄_kᵀh̄_l| / max ‖h̄_k‖²: {np.abs(off_diagonal).max() / gram.max():.1e}")
+print(
+    f"largest off-diagonal |h̄_kᵀh̄_l| / max ‖h̄_k‖²: {np.abs(off_diagonal).max() / gram.max():.1e}"
+)
 print("‖h̄_k‖² measured:", np.round(np.diag(gram), 4))
 print("‖h̄_k‖² theory:  ", np.round(np.diag(theory.mean_gram), 4))
 
@@ -88,14 +94,19 @@ lam_z, n_a = 5e-3, 200
 
 
 def problem(n_b):
-    return u.relu_ce([n_a, n_a, n_b, n_b], 32, lam_w=lam_z, lam_h=lam_z, per_class=1)
+    return u.relu_ce(
+        [n_a, n_a, n_b, n_b], 32, lam_w=lam_z, lam_h=lam_z, per_class=1
+    )
 
 
-critical = scipy.optimize.brentq(lambda n_b: u.phase_boundaries(problem(n_b))["class 2 dead"] - lam_z,
-                                 1.0, 100.0)
+critical = scipy.optimize.brentq(
+    lambda n_b: u.phase_boundaries(problem(n_b))["class 2 dead"] - lam_z, 1.0, 100.0
+)
 N = 2 * n_a + 2 * critical
-print(f"theory: the minority dies for n_B <= {critical:.4f} "
-      f"(check: N² K/(K−1) λ_Wλ_H = {N**2 * 4 / 3 * lam_z**2:.4f})")
+print(
+    f"theory: the minority dies for n_B <= {critical:.4f} "
+    f"(check: N² K/(K−1) λ_Wλ_H = {N**2 * 4 / 3 * lam_z**2:.4f})"
+)
 
 # %% [markdown]
 # Near the threshold the alive minority class is small and a start easily ends with it dead (a local
@@ -106,12 +117,18 @@ n_bs = [2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 24, 40, 80, 160]
 problems = [problem(n_b) for n_b in n_bs]
 solutions = u.solve(u.stack_problems(problems), seeds=16, init_scale=3.0)
 checks = [u.check(solutions[i]) for i in range(len(n_bs))]
-print(f"{len(n_bs)} problems × 16 starts: compile {solutions.timing['compile_s']:.1f} s, "
-      f"solve {solutions.timing['solve_s']:.2f} s; certified {sum(c.certified for c in checks)} "
-      f"of {len(checks)}")
+print(
+    f"{len(n_bs)} problems × 16 starts: compile {solutions.timing['compile_s']:.1f} s, "
+    f"solve {solutions.timing['solve_s']:.2f} s; certified {sum(c.certified for c in checks)} "
+    f"of {len(checks)}"
+)
 for n_b, c in zip(n_bs, checks):
-    print(f"n_B = {n_b:3d}: {c.regime:>9}  gap {c.gap:+.1e}  certified {c.certified}")
-assert all(c.certified for c in checks), [c.reason for c in checks if not c.certified]
+    print(
+        f"n_B = {n_b:3d}: {c.regime:>9}  gap {c.gap:+.1e}  certified {c.certified}"
+    )
+assert all(c.certified for c in checks), [
+    c.reason for c in checks if not c.certified
+]
 
 # %% [markdown]
 # ## Theory over measurement
@@ -121,26 +138,41 @@ assert all(c.certified for c in checks), [c.reason for c in checks if not c.cert
 
 # %%
 fine = np.geomspace(2, 160, 400)
-theory_norms = np.array([np.sqrt(np.diag(u.analytic_solution(problem(n_b)).mean_gram)) for n_b in fine])
-measured = np.array([np.linalg.norm(np.asarray(u.metrics.class_means(s.params, p)[0]), axis=0)
-                     for s, p in ((solutions[i], problems[i]) for i in range(len(n_bs)))])
+theory_norms = np.array(
+    [np.sqrt(np.diag(u.analytic_solution(problem(n_b)).mean_gram)) for n_b in fine]
+)
+measured = np.array(
+    [
+        np.linalg.norm(np.asarray(u.metrics.class_means(s.params, p)[0]), axis=0)
+        for s, p in ((solutions[i], problems[i]) for i in range(len(n_bs)))
+    ]
+)
 
 fig, ax = plt.subplots(figsize=(7.5, 4), layout="constrained")
-for k, colour, label in ((0, "C0", "majority class (n_A = 200)"), (2, "C3", "minority class (n_B)")):
+for k, colour, label in (
+    (0, "C0", "majority class (n_A = 200)"),
+    (2, "C3", "minority class (n_B)"),
+):
     ax.plot(fine, theory_norms[:, k], "-", color=colour, lw=3, alpha=0.4)
     ax.plot(n_bs, measured[:, k], "o", ms=5, color=colour, label=label)
-ax.axvline(critical, ls="--", color="0.5", lw=1, label=f"Cor. 4: n_B = {critical:.2f}")
+ax.axvline(
+    critical, ls="--", color="0.5", lw=1, label=f"Cor. 4: n_B = {critical:.2f}"
+)
 ax.set_xscale("log")
 ax.set_xlabel("n_B")
 ax.set_ylabel("‖h̄_k‖")
-ax.set_title("ReLU CE UFM, λ_W = λ_H = 5e-3: the minority dies below the critical size")
+ax.set_title(
+    "ReLU CE UFM, λ_W = λ_H = 5e-3: the minority dies below the critical size"
+)
 ax.legend(fontsize=8)
 plt.show()
 
 # %%
 alive = measured[:, 2] > 1e-6
-print(f"largest dead n_B on the grid: {max(n for n, a in zip(n_bs, alive) if not a)}, "
-      f"smallest alive: {min(n for n, a in zip(n_bs, alive) if a)}; theory: {critical:.4f}")
+print(
+    f"largest dead n_B on the grid: {max(n for n, a in zip(n_bs, alive) if not a)}, "
+    f"smallest alive: {min(n for n, a in zip(n_bs, alive) if a)}; theory: {critical:.4f}"
+)
 
 # %% [markdown]
 # The minority's feature norm is not monotone in its size (the paper's remark after Cor. 2): it grows

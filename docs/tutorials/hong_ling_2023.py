@@ -73,13 +73,26 @@ print(f"√n_B/N = {np.sqrt(n_b) / N:.7f}, √n_A/N = {np.sqrt(n_a) / N:.7f}")
 # with `d > K` has no spurious local minima (Thm 3.5), so one start per problem is enough.
 
 # %%
-paper_grid = [0.0027, 0.0030, 0.0033, 0.0039, 0.0045, 0.0051, 0.0057, 0.0063, 0.0069, 0.0075]
+paper_grid = [
+    0.0027,
+    0.0030,
+    0.0033,
+    0.0039,
+    0.0045,
+    0.0051,
+    0.0057,
+    0.0063,
+    0.0069,
+    0.0075,
+]
 fine_grid = list(np.geomspace(2e-3, 1.1e-2, 40))
 lams = paper_grid + fine_grid
 problems = [problem(lam) for lam in lams]
 solution = u.solve(u.stack_problems(problems), seeds=1)
-print(f"{len(lams)} problems: compile {solution.timing['compile_s']:.1f} s, "
-      f"solve {solution.timing['solve_s']:.2f} s")
+print(
+    f"{len(lams)} problems: compile {solution.timing['compile_s']:.1f} s, "
+    f"solve {solution.timing['solve_s']:.2f} s"
+)
 
 # %% [markdown]
 # ## Every point certified
@@ -90,11 +103,17 @@ print(f"{len(lams)} problems: compile {solution.timing['compile_s']:.1f} s, "
 # %%
 checks = [u.check(solution[i]) for i in range(len(lams))]
 print(f"certified: {sum(c.certified for c in checks)} of {len(checks)}")
-print(f"largest |objective gap| {max(abs(c.gap) for c in checks):.1e}, "
-      f"largest geometry gap {max(c.geometry_gap for c in checks):.1e}")
-assert all(c.certified for c in checks), [c.reason for c in checks if not c.certified]
+print(
+    f"largest |objective gap| {max(abs(c.gap) for c in checks):.1e}, "
+    f"largest geometry gap {max(c.geometry_gap for c in checks):.1e}"
+)
+assert all(c.certified for c in checks), [
+    c.reason for c in checks if not c.certified
+]
 for lam, c in zip(paper_grid, checks):
-    print(f"λ_Z = {lam:.4f}  {c.regime:>18}  gap {c.gap:+.1e}  certified {c.certified}")
+    print(
+        f"λ_Z = {lam:.4f}  {c.regime:>18}  gap {c.gap:+.1e}  certified {c.certified}"
+    )
 
 
 # %% [markdown]
@@ -102,6 +121,7 @@ for lam, c in zip(paper_grid, checks):
 #
 # `Z̄ = W H̄` from each solution (rows: logits, columns: classes); the dashed lines separate the
 # majority cluster A from the minority cluster B, as in the paper.
+
 
 # %%
 def mean_logits(i):
@@ -128,8 +148,10 @@ plt.show()
 
 # %%
 z = mean_logits(paper_grid.index(0.0063))
-print(f"largest |entry| of the majority block {np.abs(z[:k_a, :k_a]).max():.3f}, "
-      f"of the minority columns {np.abs(z[:, k_a:]).max():.1e}")
+print(
+    f"largest |entry| of the majority block {np.abs(z[:k_a, :k_a]).max():.3f}, "
+    f"of the minority columns {np.abs(z[:, k_a:]).max():.1e}"
+)
 
 # %% [markdown]
 # ## Theory over measurement
@@ -139,24 +161,37 @@ print(f"largest |entry| of the majority block {np.abs(z[:k_a, :k_a]).max():.3f},
 # analytic minimiser on a finer grid; markers: the solver's certified minimisers; dashed: the
 # boundaries from `u.phase_boundaries`.
 
+
 # %%
 def spread_and_size(z):
     minority = z[:, k_a:]
-    spread = np.max(np.linalg.norm(minority[:, :, None] - minority[:, None, :], axis=0))
+    spread = np.max(
+        np.linalg.norm(minority[:, :, None] - minority[:, None, :], axis=0)
+    )
     return spread, np.abs(z).max()
 
 
 theory_grid = np.geomspace(2e-3, 1.1e-2, 300)
-theory = np.array([spread_and_size(u.analytic_solution(problem(lam)).mean_logits)
-                   for lam in theory_grid])
+theory = np.array(
+    [
+        spread_and_size(u.analytic_solution(problem(lam)).mean_logits)
+        for lam in theory_grid
+    ]
+)
 order = np.argsort(lams)
 measured = np.array([spread_and_size(mean_logits(i)) for i in order])
 lam_sorted = np.asarray(lams)[order]
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-for ax, j, label in zip(axes, (0, 1), ("spread of the minority columns of Z̄", "max |Z̄|")):
-    ax.plot(theory_grid, theory[:, j], "-", color="0.6", lw=3, label="theory (Thm 3.2)")
-    ax.plot(lam_sorted, measured[:, j], "o", ms=4, color="C0", label="solver, certified")
+for ax, j, label in zip(
+    axes, (0, 1), ("spread of the minority columns of Z̄", "max |Z̄|")
+):
+    ax.plot(
+        theory_grid, theory[:, j], "-", color="0.6", lw=3, label="theory (Thm 3.2)"
+    )
+    ax.plot(
+        lam_sorted, measured[:, j], "o", ms=4, color="C0", label="solver, certified"
+    )
     for (name, value), colour in zip(boundaries.items(), ("C1", "C2", "C3")):
         ax.axvline(value, ls="--", color=colour, lw=1, label=name)
     ax.set_xscale("log")
@@ -174,12 +209,16 @@ plt.show()
 spread, size = measured[:, 0], measured[:, 1]
 collapsed = lam_sorted[spread < 1e-6]
 zero = lam_sorted[size < 1e-6]
-print(f"minority collapse: first collapsed grid point {collapsed.min():.5f}, "
-      f"last separated {lam_sorted[spread >= 1e-6].max():.5f}; "
-      f"theory √n_B/N = {boundaries['minority collapse']:.5f}")
-print(f"complete collapse: first zero grid point {zero.min():.5f}, "
-      f"last non-zero {lam_sorted[size >= 1e-6].max():.5f}; "
-      f"theory √n_A/N = {boundaries['complete collapse']:.5f}")
+print(
+    f"minority collapse: first collapsed grid point {collapsed.min():.5f}, "
+    f"last separated {lam_sorted[spread >= 1e-6].max():.5f}; "
+    f"theory √n_B/N = {boundaries['minority collapse']:.5f}"
+)
+print(
+    f"complete collapse: first zero grid point {zero.min():.5f}, "
+    f"last non-zero {lam_sorted[size >= 1e-6].max():.5f}; "
+    f"theory √n_A/N = {boundaries['complete collapse']:.5f}"
+)
 
 # %% [markdown]
 # Both thresholds fall between the neighbouring grid points on either side, where Thm 3.2 puts them.

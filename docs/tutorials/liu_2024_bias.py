@@ -74,9 +74,13 @@ for name, value in boundaries.items():
 # %%
 lams = np.geomspace(2e-3, 1.3e-2, 28)
 problems = [problem(lam) for lam in lams]
-solution = u.solve(u.stack_problems(problems), u.LockstepLBFGS(), seeds=32, init_scale=0.5)
-print(f"{len(lams)} problems × 32 starts: compile {solution.timing['compile_s']:.1f} s, "
-      f"solve {solution.timing['solve_s']:.2f} s")
+solution = u.solve(
+    u.stack_problems(problems), u.LockstepLBFGS(), seeds=32, init_scale=0.5
+)
+print(
+    f"{len(lams)} problems × 32 starts: compile {solution.timing['compile_s']:.1f} s, "
+    f"solve {solution.timing['solve_s']:.2f} s"
+)
 
 # %% [markdown]
 # ## The check, and what the starts found
@@ -88,14 +92,20 @@ print(f"{len(lams)} problems × 32 starts: compile {solution.timing['compile_s']
 # %%
 checks = [u.check(solution[i]) for i in range(len(lams))]
 certified = np.array([c.certified for c in checks])
-print(f"certified: {certified.sum()} of {len(checks)}; "
-      f"largest |gap| {max(abs(c.gap) for c in checks):.1e}; "
-      f"largest geometry gap {max(c.geometry_gap for c in checks):.1e}")
+print(
+    f"certified: {certified.sum()} of {len(checks)}; "
+    f"largest |gap| {max(abs(c.gap) for c in checks):.1e}; "
+    f"largest geometry gap {max(c.geometry_gap for c in checks):.1e}"
+)
 theory_f = np.array([c.theory_objective for c in checks])
 starts = np.asarray(solution.seed_objectives)  # (problems, starts)
-at_minimum = np.abs(starts - theory_f[:, None]) <= 1e-8 * np.maximum(1, np.abs(theory_f[:, None]))
-print(f"starts that reached the global minimum: {at_minimum.mean():.0%} overall, "
-      f"{at_minimum.sum(axis=1).min()} of 32 for the hardest problem")
+at_minimum = np.abs(starts - theory_f[:, None]) <= 1e-8 * np.maximum(
+    1, np.abs(theory_f[:, None])
+)
+print(
+    f"starts that reached the global minimum: {at_minimum.mean():.0%} overall, "
+    f"{at_minimum.sum(axis=1).min()} of 32 for the hardest problem"
+)
 for c, lam in zip(checks, lams):
     if not c.certified:
         print(f"λ = {lam:.3e}: {c.reason}")
@@ -103,7 +113,7 @@ for c, lam in zip(checks, lams):
 assert all(c.certified or c.gap > c.objective_rtol for c in checks)
 
 # %% [markdown]
-# ## The singular values of `W_3 W_2 W_1` over λ: theory over measurement
+# ## The singular values of W₃W₂W₁ over λ: theory over measurement
 #
 # Each surviving direction is one non-zero singular value of the end-to-end classifier
 # `W_3 W_2 W_1`. Lines: the analytic minimiser on a fine grid; dots: the certified minimisers
@@ -112,14 +122,29 @@ assert all(c.certified or c.gap > c.objective_rtol for c in checks)
 
 # %%
 fine = np.geomspace(2e-3, 1.3e-2, 400)
-theory = np.array([u.analytic_solution(problem(lam)).product_singular_values for lam in fine])
-measured = np.array([u.metrics.nc_metrics(solution[i].params, problems[i])["singular_values_product"]
-                     for i in range(len(lams))])
+theory = np.array(
+    [u.analytic_solution(problem(lam)).product_singular_values for lam in fine]
+)
+measured = np.array(
+    [
+        u.metrics.nc_metrics(solution[i].params, problems[i])[
+            "singular_values_product"
+        ]
+        for i in range(len(lams))
+    ]
+)
 
 fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
 for j in range(K - 1):
     ax.plot(fine, theory[:, j], "-", color=f"C{j}", lw=3, alpha=0.4)
-    ax.plot(lams[certified], measured[certified, j], "o", ms=3.5, color=f"C{j}", label=f"σ_{j + 1}")
+    ax.plot(
+        lams[certified],
+        measured[certified, j],
+        "o",
+        ms=3.5,
+        color=f"C{j}",
+        label=f"σ_{j + 1}",
+    )
     ax.plot(lams[~certified], measured[~certified, j], "x", ms=5, color="k")
 for value in boundaries.values():
     ax.axvline(value, ls="--", color="0.6", lw=0.8)
@@ -137,11 +162,16 @@ plt.show()
 
 # %%
 alive = (measured > 1e-6).sum(axis=1)
-predicted = np.array([sum(value > lam for value in boundaries.values()) for lam in lams])
+predicted = np.array(
+    [sum(value > lam for value in boundaries.values()) for lam in lams]
+)
 print("λ:        ", " ".join(f"{lam:.2e}" for lam in lams[::2]))
 print("measured: ", " ".join(f"{a:8d}" for a in alive[::2]))
 print("predicted:", " ".join(f"{p:8d}" for p in predicted[::2]))
-print("agree at every certified grid point:", bool(np.all((alive == predicted)[certified])))
+print(
+    "agree at every certified grid point:",
+    bool(np.all((alive == predicted)[certified])),
+)
 assert np.all((alive == predicted)[certified])
 
 # %% [markdown]
