@@ -173,6 +173,7 @@ print(
     f"largest dead n_B on the grid: {max(n for n, a in zip(n_bs, alive) if not a)}, "
     f"smallest alive: {min(n for n, a in zip(n_bs, alive) if a)}; theory: {critical:.4f}"
 )
+assert all(alive == (np.asarray(n_bs) > critical))
 
 # %% [markdown]
 # The minority's feature norm is not monotone in its size (the paper's remark after Cor. 2): it grows

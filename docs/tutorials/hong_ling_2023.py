@@ -219,6 +219,8 @@ print(
     f"last non-zero {lam_sorted[size >= 1e-6].max():.5f}; "
     f"theory √n_A/N = {boundaries['complete collapse']:.5f}"
 )
+assert lam_sorted[spread >= 1e-6].max() < boundaries["minority collapse"] <= collapsed.min()
+assert lam_sorted[size >= 1e-6].max() < boundaries["complete collapse"] <= zero.min()
 
 # %% [markdown]
 # Both thresholds fall between the neighbouring grid points on either side, where Thm 3.2 puts them.
