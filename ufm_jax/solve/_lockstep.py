@@ -105,8 +105,8 @@ class LockstepLBFGS(AbstractSolver):
     **Arguments:**
 
     - `max_steps`: iteration limit.
-    - `gtol`: gradient-norm tolerance (balanced coordinates); `None`: the precision's default
-      (`ufm_jax.solve.default_gtol`). Problems that have stopped are masked: `step_batch` leaves them
+    - `gtol`: gradient-norm tolerance (balanced coordinates); `None`: the precision's default (1e-9
+      in float64, 1e-4 in float32). Problems that have stopped are masked: `step_batch` leaves them
       unchanged.
     - `memory_size`: number of `(s, y)` pairs kept.
     - `num_trials`: the most trial steps per iteration.

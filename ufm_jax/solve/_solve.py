@@ -60,7 +60,7 @@ class Solution(eqx.Module):
     def converged(self) -> Array:
         return self.status == Status.converged
 
-    def __getitem__(self, index) -> "Solution":
+    def __getitem__(self, index) -> Solution:
         """The solution of problem `index` of a batch."""
         dynamic, static = eqx.partition(self, eqx.is_array)
         return eqx.combine(jax.tree.map(lambda x: x[index], dynamic), static)
@@ -165,8 +165,8 @@ def solve(
     - `seeds`: number of random starts per problem (>= 1); the best finite one is returned.
     - `init_scale`: scale of the random starts (O(1): the origin is a trap for deep models); with
       `seeds > 1` the starts' scales spread over `[init_scale/3, 3·init_scale]`.
-    - `start`: optional explicit start (a `Params` of `problem`, batched like it); then `seeds` must be
-      1. On the default path it enters as its class means (`reduce_params`).
+    - `start`: optional explicit start (a `Params` of `problem`, batched like it); then `seeds` must
+      be 1. On the default path it enters as its class means (`reduce_params`).
     - `shard`: shard the batch over all devices (default); `False` runs on the default device.
     - `slots`: how many problems each device iterates at a time; the rest wait in a queue and take a
       slot as soon as one frees up (`minimise_batch`). Default `None`: `DEFAULT_SLOTS`. Results do not
