@@ -44,20 +44,44 @@ def test_solve_rejects_bad_seeds(seeds):
         u.solve(u.make_problem(**GOOD), seeds=seeds)
 
 
-@pytest.mark.parametrize("args,name", [
-    (["--lam-w", "0"], "lam_w"),
-    (["--classes", "5x1"], "class_sizes"),
+@pytest.mark.parametrize("args,flag", [
+    (["--lam-w", "0"], "--lam-w"),
+    (["--classes", "5x1"], "--classes"),
     (["--classes", "abc"], "--classes"),
-    (["--dim", "0"], "dim"),
-    (["--loss", "hinge"], "loss"),
-    (["--layers", "2", "--lam-w", "0.1,0.1,0.1"], "lam_w"),
-    (["--lam-b", "0.1", "--free-bias"], "lam_b"),
+    (["--dim", "0"], "--dim"),
+    (["--loss", "hinge"], "--loss"),
+    (["--layers", "2", "--lam-w", "0.1,0.1,0.1"], "--lam-w"),
+    (["--lam-b", "0.1", "--free-bias"], "--lam-b"),
+    (["--key", "-1"], "--key"),
+    (["--key", str(10**23)], "--key"),
+    (["--gtol", "inf"], "--gtol"),
+    (["--seeds", "0"], "--seeds"),
+    (["--history", "0"], "--history"),
+    (["--solver", "newton"], "--solver"),
 ])
-def test_cli_prints_one_line_and_exits_2(args, name):
+def test_cli_prints_one_line_naming_the_flag_and_exits_2(args, flag):
     result = CliRunner().invoke(app, ["solve", *args])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and name in lines[0]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flag}="), lines
+
+
+def test_cli_suggests_the_layers_for_several_lam_w():
+    result = CliRunner().invoke(app, ["solve", "--lam-w", "1e-3,1e-3", "--layers", "1"])
+    assert result.exit_code == 2 and "give --layers 2" in result.output and "np.float64" not in result.output
+
+
+def test_cli_version_and_plain_help():
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("ufm_jax ")
+    for command in ([], ["solve"], ["sweep"], ["plot"], ["threshold"]):
+        result = CliRunner().invoke(app, [*command, "--help"])
+        assert result.exit_code == 0 and "<bool>" not in result.output, command
+
+
+def test_class_sizes_that_are_not_numbers_name_the_parameter():
+    with pytest.raises(ValueError, match="class_sizes=\\['a', 'b'\\] is not allowed"):
+        u.ce(["a", "b"], 2, lam_w=0.1, lam_h=0.1)
 
 
 @pytest.mark.floors

@@ -36,7 +36,9 @@ from .solve import LockstepLBFGS as LockstepLBFGS
 from .solve import ProjectedGradient as ProjectedGradient
 from .solve import Solution as Solution
 from .solve import Status as Status
+from .solve import Trajectory as Trajectory
 from .solve import make_solver as make_solver
+from .solve import objective_history as objective_history
 from .solve import solve as solve
 from .theory import NoTheory as NoTheory
 from .theory import TheoremNotApplicable as TheoremNotApplicable

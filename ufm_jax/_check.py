@@ -7,7 +7,9 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+from . import _validation as V
 from ._families import analytic_solution
+from ._problem import batch_size
 from ._json import jsonable
 from .metrics import compare_with_theory, nc_metrics
 from .solve import Solution, Status
@@ -53,8 +55,9 @@ def check(
     *,
     objective_rtol: float | None = None,
     geometry_rtol: float | None = None,
-) -> Check:
-    """Compare one (unbatched) solution with the analytic minimum (`analytic_solution` if not given).
+) -> Check | list[Check]:
+    """Compare a solution with the analytic minimum (`analytic_solution` if not given); a batched
+    solution gives one `Check` per problem (each against its own theory).
 
     A converged point whose objective is above the theory's by more than the tolerance is a local
     minimum or a saddle (e.g. the origin of a deep linear model, a dead ReLU class): it is reported as
@@ -62,7 +65,11 @@ def check(
     """
     problem = solution.problem
     if problem.lam_h.ndim != 0:
-        raise ValueError("solution is batched: check takes one solution (use solution[i]).")
+        if theory is not None:
+            raise V.fail("theory", type(theory).__name__, "give no theory with a batch: each problem is "
+                         "checked against its own")
+        return [check(solution[i], objective_rtol=objective_rtol, geometry_rtol=geometry_rtol)
+                for i in range(batch_size(problem))]
     theory = analytic_solution(problem) if theory is None else theory
     default_obj, default_geo = default_tolerances(problem.lam_h.dtype)
     objective_rtol = default_obj if objective_rtol is None else objective_rtol
@@ -92,9 +99,15 @@ def check(
                  "; ".join(reasons), objective_rtol, geometry_rtol)
 
 
-def report(solution: Solution, theory: TheorySolution | NoTheory | None = None) -> dict:
-    """A JSON-ready summary of one solution: result, metrics, timing, theory, gap and certificate."""
+def report(solution: Solution, theory: TheorySolution | NoTheory | None = None) -> dict | list[dict]:
+    """A JSON-ready summary of a solution: result, metrics, timing, theory, gap and certificate (what
+    `ufm solve --json` prints); a batched solution gives one summary per problem."""
     problem = solution.problem
+    if problem.lam_h.ndim != 0:
+        if theory is not None:
+            raise V.fail("theory", type(theory).__name__, "give no theory with a batch: each problem is "
+                         "checked against its own")
+        return [report(solution[i]) for i in range(batch_size(problem))]
     theory = analytic_solution(problem) if theory is None else theory
     verdict = check(solution, theory)
     metrics = jsonable(nc_metrics(solution.params, problem))

@@ -11,16 +11,28 @@ from typing import Annotated, Optional
 import typer
 
 from ._json import jsonable
+from .solve import ALIASES, SOLVERS
 
 from .sweep import _cli as _sweep_cli
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Solve unconstrained feature models of neural collapse and check them against theory.")
 
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"ufm_jax {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
+def _group(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
     """Solve unconstrained feature models of neural collapse and check them against theory."""
 
 
@@ -55,7 +67,22 @@ def parse_ints(name: str, spec: str) -> list[int]:
         raise ValueError(f"{name}={spec!r} is not allowed: expected comma-separated integers.")
 
 
+_SOLVER_HELP = ("auto (lock-step L-BFGS; projected gradient for --nonneg), " + ", ".join(SOLVERS)
+                + "; short forms " + ", ".join(f"{a} ({n})" for a, n in ALIASES.items()) + ".")
+
+# The library's parameter names and the command line's flags for them: an error names what the user typed.
+_FLAGS = {"class_sizes": "--classes", "dim": "--dim", "lam_w": "--lam-w", "lam_h": "--lam-h",
+          "lam_b": "--lam-b", "widths": "--widths", "depth": "--layers", "per_class": "--per-class",
+          "seeds": "--seeds", "init_scale": "--init-scale", "key": "--key", "solver": "--solver",
+          "max_steps": "--max-steps", "gtol": "--gtol", "history": "--history", "loss": "--loss",
+          "columns": "--per-class"}
+
+
 def _fail(message: str) -> None:
+    """Print one line naming the flag (the library names its parameter) and exit 2."""
+    name = re.match(r"(\w+)=", message)
+    if name and name.group(1) in _FLAGS:
+        message = _FLAGS[name.group(1)] + message[len(name.group(1)):]
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
@@ -65,7 +92,8 @@ def solve(
     loss: Annotated[str, typer.Option(help="Data term: mse or ce.")] = "ce",
     classes: Annotated[str, typer.Option(help="Class sizes, e.g. 500x5,100x5.")] = "100x4",
     dim: Annotated[int, typer.Option(help="Feature dimension d.")] = 8,
-    layers: Annotated[int, typer.Option(help="Number of weight layers L.")] = 1,
+    layers: Annotated[Optional[int], typer.Option(help="Number of weight layers L (default: one per "
+                                                  "--lam-w value, else 1).")] = None,
     widths: Annotated[Optional[str], typer.Option(help="Hidden widths d_1,..,d_{L-1} (default d).")] = None,
     lam_w: Annotated[str, typer.Option("--lam-w", help="λ_W: one value, or one per layer W_1..W_L.")] = "5e-3",
     lam_h: Annotated[float, typer.Option("--lam-h", help="λ_H.")] = 5e-3,
@@ -77,9 +105,7 @@ def solve(
     x64: Annotated[bool, typer.Option("--x64/--x32", help="Float64 (the default: certifying needs it) or "
                                       "float32 (faster; held to float32 tolerances).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    solver: Annotated[str, typer.Option(help="auto (L-BFGS; projected gradient for --nonneg), lbfgs, "
-                                        "lockstep_lbfgs, gradient_descent, adam, projected_gradient; "
-                                        "short forms lockstep, gd, pg.")] = "auto",
+    solver: Annotated[str, typer.Option(help=_SOLVER_HELP)] = "auto",
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Iteration limit.")] = None,
     gtol: Annotated[Optional[float], typer.Option(help="Gradient-norm tolerance.")] = None,
     init_scale: Annotated[float, typer.Option("--init-scale", help="Scale of the random starts.")] = 1.0,
@@ -108,8 +134,14 @@ def solve(
         sizes = parse_classes(classes)
         width_list = None if widths is None else parse_ints("--widths", widths)
         lam_w_list = parse_floats("--lam-w", lam_w)
+        if layers is None:
+            layers = len(width_list) + 1 if width_list is not None else len(lam_w_list)
         if layers < 1:
             raise ValueError(f"--layers={layers} is not allowed: expected an integer >= 1.")
+        if len(lam_w_list) not in (1, layers):
+            raise ValueError(f"--lam-w={lam_w!r} is not allowed: expected one value or one per layer "
+                             f"(--layers {layers}); for {len(lam_w_list)} layers give --layers "
+                             f"{len(lam_w_list)}.")
         if width_list is not None and len(width_list) != layers - 1:
             raise ValueError(f"--widths={widths!r} is not allowed: expected L - 1 = {layers - 1} values.")
         problem = u.make_problem(

@@ -19,3 +19,4 @@ from ._solvers import AbstractSolver as AbstractSolver
 from ._solvers import Adam as Adam
 from ._solvers import GradientDescent as GradientDescent
 from ._solvers import ProjectedGradient as ProjectedGradient
+from ._trajectory import Trajectory as Trajectory

@@ -141,17 +141,21 @@ def evaluate_batch(problems: Problem, params: Params,
     return value, _stationarity(x, grad, project)
 
 
-def objective_history(problems: Problem, starts: Params, solver: AbstractSolver,
-                      steps: int) -> Float[Array, "steps B"]:
-    """The objective after each of `steps` iterations of `solver` on every problem of a batch, with
-    no stopping test (for convergence plots and per-iteration timings; `minimise_batch` solves)."""
-    fn, project, x, _ = flat_batch(problems, starts)
-    value, grad = jax.vmap(jax.value_and_grad(fn))(x, problems)
-    state = solver.init_batch(fn, problems, x, value, grad)
+def objective_history(problem: Problem, start: Params, solver: AbstractSolver,
+                      steps: int) -> Float[Array, "steps *B"]:
+    """The objective after each of `steps` iterations of `solver` from `start`, with no stopping test
+    (for convergence plots and per-iteration timings; `solve(..., history=k)` records trajectories of
+    a real solve). `problem` and `start` may be one problem or a batch (leading axis `B`)."""
+    if problem.lam_h.ndim == 0:
+        batch = jax.tree.map(lambda a: a[None], (problem, start))
+        return objective_history(*batch, solver, steps)[:, 0]
+    fn, project, x, _ = flat_batch(problem, start, solver.coordinates)
+    value, grad = jax.vmap(jax.value_and_grad(fn))(x, problem)
+    state = solver.init_batch(fn, problem, x, value, grad)
     active = jnp.ones(value.shape, bool)
 
     def body(carry, _):
-        carry = solver.step_batch(fn, project, problems, *carry, active)
+        carry = solver.step_batch(fn, project, problem, *carry, active)
         return carry, carry[1]
 
     return jax.lax.scan(body, (x, value, grad, state), None, length=steps)[1]

@@ -60,6 +60,21 @@ class Solution(eqx.Module):
     def converged(self) -> Array:
         return self.status == Status.converged
 
+    def __repr__(self) -> str:
+        status = Status.names(np.asarray(self.status))
+        timing = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.timing.items())
+        if np.ndim(self.objective) == 0:
+            return (f"Solution(objective={float(self.objective):.12g}, grad_norm={float(self.grad_norm):.3g}, "
+                    f"iterations={int(self.iterations)}, status={status}, "
+                    f"starts={np.shape(self.seed_objectives)[-1]}, "
+                    f"objective_spread={float(self.objective_spread):.3g}, timing({timing}))")
+        names, counts = np.unique(status, return_counts=True)
+        objective = np.asarray(self.objective)
+        return (f"Solution(batch of {objective.size}: objective in [{np.nanmin(objective):.6g}, "
+                f"{np.nanmax(objective):.6g}], max grad_norm={np.nanmax(self.grad_norm):.3g}, status "
+                f"{dict(zip(names.tolist(), counts.tolist()))}, starts={np.shape(self.seed_objectives)[-1]}, "
+                f"timing({timing}))")
+
     def __getitem__(self, index) -> Solution:
         """The solution of problem `index` of a batch."""
         dynamic, static = eqx.partition(self, eqx.is_array)
@@ -111,6 +126,8 @@ def _random_starts(problem: Problem, key, seeds: int, scale: float, batched: boo
         words = np.asarray(jax.random.key_data(key))
         per_problem = words.ndim == 2
     else:  # an int seed, or an integer array of seeds (one per problem)
+        for k in np.ravel(np.asarray(key, dtype=object)):
+            V.integer("key", k, 0, 2**63 - 1)
         words = np.asarray(key, dtype=np.int64)
         per_problem = words.ndim == 1
         words = words[:, None] if per_problem else words.reshape(1)
