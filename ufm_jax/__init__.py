@@ -5,6 +5,8 @@ The public API, in one list (implementation lives in private modules).
 
 from . import metrics as metrics
 from . import theory as theory
+from ._cache import disable_compilation_cache as disable_compilation_cache
+from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._check import Check as Check
 from ._check import check as check
 from ._check import default_tolerances as default_tolerances
