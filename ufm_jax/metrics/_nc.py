@@ -375,12 +375,20 @@ def _cosines(means: Array) -> Array:
     return unit.T @ unit
 
 
+def _minority(sizes: Float[Array, " K"]) -> tuple[Array, Array]:
+    """The minority classes (those of the smallest size) and whether the metric is defined: at least two
+    of them, and not every class (balanced classes have no minority)."""
+    select = sizes == jnp.min(sizes)
+    count = jnp.sum(select)
+    return select, (count >= 2) & (count < sizes.shape[-1])
+
+
 def _minority_spread(vectors: Float[Array, "n K"], sizes: Float[Array, " K"]) -> Array:
     """Max distance between the columns of the smallest classes over the largest column norm."""
-    select = sizes == jnp.min(sizes)
+    select, defined = _minority(sizes)
     num = _max_pairwise_distance(vectors, select)
     den = jnp.max(jnp.sqrt(jnp.sum(vectors * vectors, axis=0)))
-    return jnp.where(jnp.sum(select) >= 2, _safe_div(num, den), jnp.nan)
+    return jnp.where(defined, _safe_div(num, den), jnp.nan)
 
 
 @eqx.filter_jit
@@ -394,7 +402,7 @@ def minority_spread(params: Params, problem: Problem) -> Float[Array, ""]:
     mean of any class, so a collapse of the minority means *to* 0 also scores 0. `0/0 := 0`.
 
     **Returns NaN when only one class has the smallest size** (no pair: the metric is undefined, and NaN
-    keeps a sweep from reading it as collapse).
+    keeps a sweep from reading it as collapse), **and for balanced classes** (no class is a minority).
 
     **Arguments:**
 
@@ -411,7 +419,7 @@ def minority_classifier_spread(params: Params, problem: Problem) -> Float[Array,
 
         spread = max_{k, l ∈ A} ‖p_k − p_l‖ / max_k ‖p_k‖,   P = W_L ⋯ W_1,  A as in `minority_spread`.
 
-    NaN when only one class has the smallest size; `0/0 := 0`.
+    NaN when only one class has the smallest size or all sizes are equal; `0/0 := 0`.
 
     **Arguments:**
 
@@ -423,8 +431,8 @@ def minority_classifier_spread(params: Params, problem: Problem) -> Float[Array,
 
 
 def _minority_logit_spread(logits: Float[Array, "K K"], sizes: Float[Array, " K"]) -> Array:
-    select = sizes == jnp.min(sizes)
-    return jnp.where(jnp.sum(select) >= 2, _max_pairwise_distance(logits, select), jnp.nan)
+    select, defined = _minority(sizes)
+    return jnp.where(defined, _max_pairwise_distance(logits, select), jnp.nan)
 
 
 @eqx.filter_jit
@@ -435,7 +443,7 @@ def minority_logit_spread(params: Params, problem: Problem) -> Float[Array, ""]:
     minority-zero regime and under complete collapse, and O(1) where the minority classes are separated
     (Hong & Ling 2023 measure minority collapse on the columns of `Z̄ = W H̄`, note §5 item 5). Prefer it to
     `minority_spread` for phase diagrams: that ratio is 0/0 once every mean vanishes. `A` as in
-    `minority_spread`; NaN when only one class has the smallest size.
+    `minority_spread`; NaN when only one class has the smallest size or all sizes are equal.
 
     **Arguments:**
 
