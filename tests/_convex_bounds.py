@@ -112,7 +112,10 @@ def bounds(sol, sizes, lam_w, lam_h) -> Bounds:
     M = sol.mean_logits * np.sqrt(pi)[None, :]
     sigma_1 = float(np.linalg.svd(M, compute_uv=False)[0])
     dist = d["kkt_residual"] / alpha + math.sqrt(K) * 1e-13 * max(1.0, sigma_1)
-    scale = lambda q: ROUND_OFF * max(1.0, float(np.max(np.abs(q))))  # noqa: E731
+
+    def scale(q):
+        return ROUND_OFF * max(1.0, float(np.max(np.abs(q))))
+
     return Bounds(
         distance=dist,
         objective=d["kkt_residual"] ** 2 / alpha + scale(sol.objective),

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-
-import ufm_jax as u
 from _certificate import certify
 from _convex_bounds import bounds
+
+import ufm_jax as u
 from ufm_jax.theory import (
     TheoremNotApplicable,
     ce_balanced_solution,
