@@ -95,7 +95,8 @@ def test_trap_is_not_certified():
 
 
 def test_no_theory_is_said_not_guessed():
-    problem = u.make_problem("mse", [3, 2], 3, lam_w=0.1, lam_h=0.1, lam_b=0.1)
+    # One layer has the convex certificate (tests/test_theory_convex.py); two layers have no theory.
+    problem = u.make_problem("mse", [3, 2], 3, widths=[3], lam_w=0.1, lam_h=0.1, lam_b=0.1)
     theory = u.analytic_solution(problem)
     assert isinstance(theory, NoTheory) and "regularised bias" in theory.reason
     verdict = u.check(u.solve(problem))

@@ -11,7 +11,7 @@ import scipy.optimize
 from scipy.special import logsumexp, softmax
 
 from _certificate import certify
-from ufm_jax.theory._convex_ce import ce_convex_solution, kkt_residual
+from ufm_jax.theory._convex import ce_convex_solution, kkt_residual
 from ufm_jax.theory._solution import TheorySolution
 
 DATASET1 = [5000] * 4 + [4000] * 3 + [3000] * 3

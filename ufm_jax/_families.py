@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _validation as V
 from ._problem import Problem, make_problem
-from .theory._convex_ce import ce_convex_solution
+from .theory._convex import convex_solution
 from .theory._deep_linear import (class_vanishing_lambdas, deep_linear_ce_balanced_solution,
                                   deep_linear_mse_solution)
 from .theory._hong_ling import ce_balanced_solution, ce_two_cluster_solution, ce_two_cluster_thresholds
@@ -138,13 +138,17 @@ def _per_size(n: np.ndarray, values, label: str) -> dict[str, float]:
 
 
 def mse_theory(problem: Problem) -> TheorySolution:
-    """No bias: Dang et al. 2023 Thm 4.4 (any depth and sizes); free bias: Liu 2024 Thm 4.3."""
+    """No bias: Dang et al. 2023 Thm 4.4 (any depth and sizes); free bias: Liu 2024 Thm 4.3; regularised
+    bias, one layer: the convex certificate (`convex_solution`)."""
     x = _numbers(problem)
     if problem.bias == "none":
         return deep_linear_mse_solution(x.n, x.dim, x.widths, x.lam_w, x.lam_h)
     if problem.bias == "free":
         return mse_free_bias_solution(x.n, x.dim, x.widths, x.lam_w, x.lam_h)
-    raise TheoremNotApplicable("MSE with a regularised bias: none of the papers gives the global minimum.")
+    if problem.depth == 1:
+        return convex_solution("mse", x.n, x.dim, float(x.lam_w[0]), x.lam_h, x.lam_b)
+    raise TheoremNotApplicable("deep MSE with a regularised bias: no known global minimum (one layer has "
+                               "the convex certificate).")
 
 
 def mse_boundaries(problem: Problem) -> dict[str, float]:
@@ -168,8 +172,8 @@ def _no_theory_nonneg_mse(problem: Problem) -> TheorySolution:
 
 
 def ce_theory(problem: Problem) -> TheorySolution:
-    """Hong & Ling 2023 (one layer: balanced, two clusters, any sizes by the convex reduced problem);
-    Dang et al. 2023 App. A for deep balanced CE (true for one layer only, erratum E-DL16)."""
+    """Hong & Ling 2023 (one layer: balanced, two clusters; any sizes and a free bias by the convex
+    certificate); Dang et al. 2023 App. A for deep balanced CE (true for one layer only, erratum E-DL16)."""
     x = _numbers(problem)
     if problem.depth > 1:
         if x.balanced:
@@ -180,15 +184,15 @@ def ce_theory(problem: Problem) -> TheorySolution:
     if problem.bias == "free":
         if x.balanced:
             # CE is invariant under b → b + c1, and by class symmetry the reduced convex problem has a
-            # minimiser with b ∝ 1: a free bias attains the bias-free minimum.
+            # minimiser with b ∝ 1: a free bias attains the bias-free minimum (b = 0 in the gauge
+            # Σ_k b_k = 0; `compare_with_theory` compares a free CE bias modulo that shift).
             return ce_balanced_solution(x.n, x.dim, lam_w, x.lam_h, None)
-        raise TheoremNotApplicable("CE with a free bias and unequal class sizes: no known global minimum "
-                                   "(use a regularised bias, lam_b > 0).")
+        return convex_solution("ce", x.n, x.dim, lam_w, x.lam_h, free_bias=True)
     if x.balanced:
         return ce_balanced_solution(x.n, x.dim, lam_w, x.lam_h, x.lam_b)
     if _two_clusters(x.n) is not None:
         return ce_two_cluster_solution(x.n, x.dim, lam_w, x.lam_h, x.lam_b)
-    return ce_convex_solution(x.n, x.dim, lam_w, x.lam_h, x.lam_b)
+    return convex_solution("ce", x.n, x.dim, lam_w, x.lam_h, x.lam_b)
 
 
 def ce_boundaries(problem: Problem) -> dict[str, float]:
@@ -234,7 +238,8 @@ FAMILIES: dict[str, Family] = {
     for family in (
         Family(
             name="mse",
-            summary="MSE UFM, any depth; bias-free (Dang et al. 2023) or with a free bias (Liu 2024).",
+            summary="MSE UFM, any depth; bias-free (Dang et al. 2023) or with a free bias (Liu 2024); one "
+                    "layer with a regularised bias: convex certificate.",
             loss="mse", nonneg=False,
             presets={"mse": {}, "plain_mse": {}, "deep_linear_mse": {}, "biased_mse": {"free_bias": True}},
             theory=mse_theory, boundaries=mse_boundaries,
@@ -299,9 +304,11 @@ def analytic_solution(problem: Problem) -> TheorySolution | NoTheory:
 
     - MSE, no bias, any depth and sizes → `deep_linear_mse_solution` (Dang et al. 2023 Thm 4.4);
     - MSE, free bias, any depth and sizes → `mse_free_bias_solution` (Liu 2024 Thm 4.3);
+    - MSE, one layer, regularised bias, any sizes → `convex_solution("mse", ...)` (convex certificate);
     - CE, one layer, equal sizes → `ce_balanced_solution` (Hong & Ling 2023 Thm 3.1(c), corrected);
     - CE, one layer, two clusters of >= 2 classes → `ce_two_cluster_solution` (Thm 3.2);
-    - CE, one layer, other sizes, no or regularised bias → `ce_convex_solution` (KKT certificate);
+    - CE, one layer, other sizes (any bias), and unequal sizes with a free bias → `convex_solution("ce",
+      ...)` (convex certificate: `kind="convex"`, KKT residual in `details["kkt_residual"]`);
     - CE, deeper, equal sizes → `deep_linear_ce_balanced_solution` (App. A; L = 1 only, E-DL16);
     - CE with `H >= 0`, one layer, no bias → `relu_ce_solution` (Dang et al. 2024, corrected).
     """

@@ -535,12 +535,15 @@ def compare_with_theory(params: Params, problem: Problem, theory: TheorySolution
     - `mean_gram`: `x = H̄ᵀH̄` vs `theory.mean_gram`;
     - `mean_logits`: `x = P H̄` (bias-free) vs `theory.mean_logits`;
     - `bias`: `x = b` vs `theory.bias` (for a bias-free problem `b ≡ 0`, so this is 0 against a zero
-      theory bias: the key is kept so that every problem gives the same keys);
+      theory bias: the key is kept so that every problem gives the same keys). CE with a free bias is
+      unchanged by `b → b + c1`, so there both biases are compared after removing their means;
     - `singular_values_W_l` for each layer, and `weight_singular_values`, their maximum;
     - `product_singular_values` (of `P`), `mean_singular_values` (of `H̄`);
     - `max`: the largest of the above.
 
-    Objective gaps are not computed here (see `ufm_jax.objective`). The theory arrays are passed to one
+    These are invariant under the model's symmetries: the rotations of the hidden spaces (Grams, products
+    and singular values do not see them) and, for CE with a free bias, the shift of the bias. Objective
+    gaps are not computed here (see `ufm_jax.objective`). The theory arrays are passed to one
     compiled function as array arguments (a new theory of the same shapes does not recompile); inside
     `jit`/`vmap` close over `theory` (it is not a pytree); a batch with one theory per point is a loop.
 
@@ -569,6 +572,14 @@ def compare_with_theory(params: Params, problem: Problem, theory: TheorySolution
     return _compare(params, problem, reference)
 
 
+def _bias_modulo_shift(bias: Array, problem: Problem) -> Array:
+    """The bias modulo the model's symmetries: centred for CE with a free bias (CE does not change when
+    the same constant is added to every logit, and a free bias is not penalised), else itself."""
+    if problem.loss == "ce" and problem.bias == "free":
+        return bias - jnp.mean(bias)
+    return bias
+
+
 @eqx.filter_jit
 def _compare(params: Params, problem: Problem, theory: dict) -> dict[str, Array]:
     means = _means(params, problem)
@@ -577,7 +588,8 @@ def _compare(params: Params, problem: Problem, theory: dict) -> dict[str, Array]
     out = {
         "mean_gram": _relative_gap(means.T @ means, theory["mean_gram"]),
         "mean_logits": _relative_gap(product @ means, theory["mean_logits"]),
-        "bias": _relative_gap(params.bias, theory["bias"]),
+        "bias": _relative_gap(_bias_modulo_shift(params.bias, problem),
+                              _bias_modulo_shift(theory["bias"], problem)),
     }
     layer_gaps = []
     for i, ref in enumerate(theory["weight_singular_values"]):

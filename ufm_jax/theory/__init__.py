@@ -5,8 +5,9 @@ Each function takes plain numbers (class sizes, dimensions, λ's) and returns a 
 registry's business: `ufm_jax.analytic_solution(problem)`.
 """
 
-from ._convex_ce import ce_convex_solution as ce_convex_solution
-from ._convex_ce import kkt_residual as kkt_residual
+from ._convex import ce_convex_solution as ce_convex_solution
+from ._convex import convex_solution as convex_solution
+from ._convex import kkt_residual as kkt_residual
 from ._deep_linear import class_vanishing_lambdas as class_vanishing_lambdas
 from ._deep_linear import deep_linear_ce_balanced_solution as deep_linear_ce_balanced_solution
 from ._deep_linear import deep_linear_mse_solution as deep_linear_mse_solution

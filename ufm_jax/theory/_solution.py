@@ -29,6 +29,10 @@ class TheorySolution:
     - `mean_singular_values`: of `H̄`, descending, length `min(d, K)`.
     - `source`: the paper, theorem and erratum this solution implements.
     - `details`: scalars specific to the case (block entries, thresholds, certificates), for reports.
+    - `kind`: what the solution rests on. `"theorem"`: a closed form from a paper (corrected as in
+      docs/errata.md). `"convex"`: the numerical minimiser of the convex reduced problem
+      (`ufm_jax.theory.convex_solution`), certified by its KKT residual `details["kkt_residual"]`
+      `<= details["tol"]`; its `source` starts with "convex certificate".
     """
 
     objective: float
@@ -41,6 +45,7 @@ class TheorySolution:
     mean_singular_values: np.ndarray
     source: str
     details: dict = dataclasses.field(default_factory=dict)
+    kind: str = "theorem"
 
 
 @dataclasses.dataclass(frozen=True)
