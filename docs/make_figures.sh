@@ -20,5 +20,5 @@ run seed001_lam_z examples/seed001_hong_ling_lam_z.toml minority_logit_spread
 run seed001_lam_z_bias examples/seed001_hong_ling_lam_z_bias.toml minority_logit_spread
 run seed001_n_a examples/seed001_hong_ling_n_a.toml minority_logit_spread
 run seed004_deep_linear examples/seed004_dang_deep_linear.toml mean_norms
-run seed000_mse_bias examples/seed000_liu_mse_bias.toml singular_values_product
+run seed000_mse_bias examples/seed000_liu_mse_bias.toml product_singular_values
 run seed003_relu_ce examples/seed003_relu_ce.toml mean_norms

@@ -113,7 +113,7 @@ def test_simplex_etf_collapse(sizes):
     expect = (K * np.eye(K) - np.ones((K, K))) / (K - 1)
     np.testing.assert_allclose(out["mean_cosines"], expect, atol=1e-14)
     # Singular values: H̄ has K−1 equal ones √(K/(K−1))·2 and a zero.
-    s = np.asarray(out["singular_values_means"])
+    s = np.asarray(out["mean_singular_values"])
     np.testing.assert_allclose(s, [2 * math.sqrt(K / (K - 1))] * (K - 1) + [0], atol=1e-13)
     if sizes[0] == sizes[-1]:
         # Balanced: h_G = 0, so centring changes nothing.
@@ -148,8 +148,8 @@ def test_orthogonal_frames_deep():
     assert out["nc3_directional"] < 1e-12
     assert out["nc3"] > 1e-2
     np.testing.assert_allclose(out["mean_cosines"], np.eye(K), atol=1e-14)
-    assert {k for k in out if k.startswith("singular_values_")} == {
-        "singular_values_W_1", "singular_values_W_2", "singular_values_means", "singular_values_product"}
+    assert {k for k in out if k.endswith("singular_values") or "singular_values_" in k} == {
+        "weight_singular_values_1", "weight_singular_values_2", "mean_singular_values", "product_singular_values"}
     # General orthogonal frame (unequal lengths): GOF distance 0, OF distance known.
     means = q * lengths[None, :]
     out = nc_metrics(collapsed_params(problem, means, [w1, w2]), problem)
@@ -157,7 +157,7 @@ def test_orthogonal_frames_deep():
     g = lengths**2 / np.linalg.norm(lengths**2)
     of = np.linalg.norm(g - 1 / math.sqrt(K))
     assert out["orthogonal_frame_distance"] == pytest.approx(of, rel=1e-12)
-    np.testing.assert_allclose(out["singular_values_means"], np.sort(lengths)[::-1], atol=1e-13)
+    np.testing.assert_allclose(out["mean_singular_values"], np.sort(lengths)[::-1], atol=1e-13)
 
 
 def test_singular_values_and_zero_cases():
@@ -166,9 +166,9 @@ def test_singular_values_and_zero_cases():
     w2 = np.array([[1.0, 0, 0], [0, 0, 2.0]])
     means = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])  # class 2 collapsed to 0
     out = nc_metrics(collapsed_params(problem, means, [w1, w2]), problem)
-    np.testing.assert_allclose(out["singular_values_W_1"], [3, 2, 1], atol=1e-14)
-    np.testing.assert_allclose(out["singular_values_W_2"], [2, 1], atol=1e-14)
-    np.testing.assert_allclose(out["singular_values_product"], [4, 1], atol=1e-14)  # P = [[1,0,0],[0,0,4]]
+    np.testing.assert_allclose(out["weight_singular_values_1"], [3, 2, 1], atol=1e-14)
+    np.testing.assert_allclose(out["weight_singular_values_2"], [2, 1], atol=1e-14)
+    np.testing.assert_allclose(out["product_singular_values"], [4, 1], atol=1e-14)  # P = [[1,0,0],[0,0,4]]
     np.testing.assert_allclose(out["mean_cosines"], [[1, 0], [0, 0]])
     # All features zero: spread 0/0 := 0; distances of a zero Gram.
     zero = nc_metrics(collapsed_params(problem, np.zeros((3, 2)), [w1, w2]), problem)
@@ -196,7 +196,7 @@ def test_nc1_matches_numpy(K, d):
     out = nc_metrics(params, problem)
     assert out["nc1"] == pytest.approx(numpy_nc1(real), rel=1e-10)
     means = np.stack([f.mean(axis=0) for f in real]).T
-    np.testing.assert_allclose(out["singular_values_means"], np.linalg.svd(means, compute_uv=False),
+    np.testing.assert_allclose(out["mean_singular_values"], np.linalg.svd(means, compute_uv=False),
                                atol=1e-13)
     spread = max(np.linalg.norm(f - f.mean(axis=0), axis=1).max() for f in real)
     spread /= np.linalg.norm(means, axis=0).max()
@@ -232,7 +232,7 @@ def test_public_functions_match_nc_metrics():
         "minority_logit_spread": ufm_jax.metrics.minority_logit_spread(params, problem),
         "mean_cosines": mean_cosines(params, problem),
     }
-    single.update({f"singular_values_{k}": v for k, v in singular_values(params, problem).items()})
+    single.update(singular_values(params, problem))
     for key, value in single.items():
         np.testing.assert_allclose(value, out[key], rtol=1e-12, atol=1e-14, err_msg=key)
     assert set(out) == set(single) | {"general_orthogonal_frame_distance_classifier"}
@@ -388,7 +388,7 @@ def test_compare_with_theory_rotation_free():
     gaps = compare_with_theory(shifted, problem, theory)
     assert float(gaps["bias"]) == pytest.approx(0.5 / max(1.0, np.abs(bias).max()), rel=1e-12)
     assert float(gaps["mean_gram"]) < 1e-12
-    expected_keys = {"mean_gram", "mean_logits", "bias", "singular_values_W_1", "singular_values_W_2",
+    expected_keys = {"mean_gram", "mean_logits", "bias", "weight_singular_values_1", "weight_singular_values_2",
                      "weight_singular_values", "product_singular_values", "mean_singular_values", "max"}
     assert set(gaps) == expected_keys
     with pytest.raises(ValueError, match="theory"):

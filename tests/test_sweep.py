@@ -62,7 +62,7 @@ def test_full_run_writes_everything(full_run):
     ds = load_dataset(out / "dataset.nc")
     assert dict(ds.sizes)["lam_z"] == 3 and dict(ds.sizes)["ratio"] == 2
     for var in ("objective", "grad_norm", "status", "iterations", "minority_spread", "mean_norms",
-                "singular_values_means"):
+                "mean_singular_values"):
         assert var in ds, var
     assert ds.attrs["ufm_jax_version"]
     assert json.loads(ds.attrs["config_json"])["grid"]["ratio"] == [1.0, 4.0]

@@ -243,7 +243,7 @@ FAMILIES: dict[str, Family] = {
             loss="mse", nonneg=False,
             presets={"mse": {}, "plain_mse": {}, "deep_linear_mse": {}, "biased_mse": {"free_bias": True}},
             theory=mse_theory, boundaries=mse_boundaries,
-            plot_metrics=("mean_norms", "singular_values_product", "gap"),
+            plot_metrics=("mean_norms", "product_singular_values", "gap"),
             threshold_metric="mean_norms",
         ),
         Family(

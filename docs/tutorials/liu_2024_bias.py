@@ -117,7 +117,7 @@ assert all(c.certified or c.gap > c.objective_rtol for c in checks)
 #
 # Each surviving direction is one non-zero singular value of the end-to-end classifier
 # `W_3 W_2 W_1`. Lines: the analytic minimiser on a fine grid; dots: the certified minimisers
-# (`u.metrics.nc_metrics(...)["singular_values_product"]`; a black cross would mark a point that is not
+# (`u.metrics.nc_metrics(...)["product_singular_values"]`; a black cross would mark a point that is not
 # certified); dashed: the thresholds.
 
 # %%
@@ -128,7 +128,7 @@ theory = np.array(
 measured = np.array(
     [
         u.metrics.nc_metrics(solution[i].params, problems[i])[
-            "singular_values_product"
+            "product_singular_values"
         ]
         for i in range(len(lams))
     ]

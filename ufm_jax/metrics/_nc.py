@@ -342,16 +342,18 @@ def singular_values(params: Params, problem: Problem) -> dict[str, Float[Array, 
 
     - `params`, `problem`: an unbatched point and its problem.
 
-    **Returns:** `{"W_1": ..., ..., "W_L": ..., "means": σ(H̄), "product": σ(P)}`; `W_l` has
-    `min(d_l, d_{l-1})` values, `H̄` and `P` have `min(d, K)`.
+    **Returns:** `{"weight_singular_values_1": σ(W_1), ..., "weight_singular_values_L": σ(W_L),
+    "mean_singular_values": σ(H̄), "product_singular_values": σ(P)}` (the names of the `TheorySolution`
+    fields they are compared with); `W_l` has `min(d_l, d_{l-1})` values, `H̄` and `P` have `min(d, K)`.
     """
     return _singular_values(params.weights, _means(params, problem), end_to_end(params))
 
 
 def _singular_values(weights, means: Array, product: Array) -> dict[str, Array]:
-    out = {f"W_{i + 1}": jnp.linalg.svd(w, compute_uv=False) for i, w in enumerate(weights)}
-    out["means"] = jnp.linalg.svd(means, compute_uv=False)
-    out["product"] = jnp.linalg.svd(product, compute_uv=False)
+    out = {f"weight_singular_values_{i + 1}": jnp.linalg.svd(w, compute_uv=False)
+           for i, w in enumerate(weights)}
+    out["mean_singular_values"] = jnp.linalg.svd(means, compute_uv=False)
+    out["product_singular_values"] = jnp.linalg.svd(product, compute_uv=False)
     return out
 
 
@@ -472,8 +474,9 @@ def nc_metrics(params: Params, problem: Problem, rcond: float | None = None) -> 
     - `minority_spread`, `minority_classifier_spread`, `minority_logit_spread` (NaN when one class alone
       is the smallest).
 
-    Arrays: `mean_cosines` `(K, K)`; `singular_values_W_1`..`singular_values_W_L`,
-    `singular_values_means`, `singular_values_product` (descending).
+    Arrays: `mean_cosines` `(K, K)`; `weight_singular_values_1`..`weight_singular_values_L`,
+    `mean_singular_values`, `product_singular_values` (descending; the names of the `TheorySolution`
+    fields).
 
     **Arguments:**
 
@@ -507,8 +510,7 @@ def nc_metrics(params: Params, problem: Problem, rcond: float | None = None) -> 
         "minority_logit_spread": _minority_logit_spread(product @ means, problem.class_sizes),
         "mean_cosines": _cosines(means),
     }
-    for name, values in _singular_values(params.weights, means, product).items():
-        out[f"singular_values_{name}"] = values
+    out.update(_singular_values(params.weights, means, product))
     return out
 
 
@@ -537,7 +539,7 @@ def compare_with_theory(params: Params, problem: Problem, theory: TheorySolution
     - `bias`: `x = b` vs `theory.bias` (for a bias-free problem `b ≡ 0`, so this is 0 against a zero
       theory bias: the key is kept so that every problem gives the same keys). CE with a free bias is
       unchanged by `b → b + c1`, so there both biases are compared after removing their means;
-    - `singular_values_W_l` for each layer, and `weight_singular_values`, their maximum;
+    - `weight_singular_values_l` for each layer, and `weight_singular_values`, their maximum;
     - `product_singular_values` (of `P`), `mean_singular_values` (of `H̄`);
     - `max`: the largest of the above.
 
@@ -593,11 +595,12 @@ def _compare(params: Params, problem: Problem, theory: dict) -> dict[str, Array]
     }
     layer_gaps = []
     for i, ref in enumerate(theory["weight_singular_values"]):
-        gap = _relative_gap(svals[f"W_{i + 1}"], ref)
-        out[f"singular_values_W_{i + 1}"] = gap
+        gap = _relative_gap(svals[f"weight_singular_values_{i + 1}"], ref)
+        out[f"weight_singular_values_{i + 1}"] = gap
         layer_gaps.append(gap)
     out["weight_singular_values"] = jnp.max(jnp.stack(layer_gaps))
-    out["product_singular_values"] = _relative_gap(svals["product"], theory["product_singular_values"])
-    out["mean_singular_values"] = _relative_gap(svals["means"], theory["mean_singular_values"])
+    out["product_singular_values"] = _relative_gap(svals["product_singular_values"],
+                                                   theory["product_singular_values"])
+    out["mean_singular_values"] = _relative_gap(svals["mean_singular_values"], theory["mean_singular_values"])
     out["max"] = jnp.max(jnp.stack(list(out.values())))
     return out
