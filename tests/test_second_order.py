@@ -8,6 +8,7 @@ eigenvalue is `1 − σ_max(B)` — the exact values the first tests compare wit
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -288,3 +289,17 @@ def test_bad_input_is_named():
     other = u.init_params(u.ce([3, 3], 3, lam_w=0.1, lam_h=0.1, per_class=1), 0)
     with pytest.raises(ValueError, match="params="):
         hessian_check(other, problem)
+
+
+def test_a_float32_point_is_checked_in_float64_with_its_own_gradient_as_tolerance():
+    problem = u.ce([5, 5, 2, 2], 4, lam_w=0.01, lam_h=0.01, lam_b=0.01, per_class=1)
+    point = theory_start(problem)
+    as32 = jax.tree.map(lambda a: a.astype(jnp.float32) if eqx.is_inexact_array(a) else a, (point, problem))
+    exact, rounded = hessian_check(point, problem), hessian_check(*as32)
+    # The float32 point is ~6e-8 (relative) off the minimiser: its gradient sets τ (1e3·‖g‖), and the
+    # curvature moves by O(that distance).
+    assert rounded.grad_norm > 1e-9 and rounded.tolerance == pytest.approx(1e3 * rounded.grad_norm)
+    assert rounded.min_eig == pytest.approx(exact.min_eig, rel=1e-5)
+    assert rounded.verdict == exact.verdict == "nonnegative"
+    # Too few Lanczos steps to converge: not called a minimum.
+    assert hessian_check(point, problem, max_steps=3, min_steps=1).verdict == "inconclusive"
