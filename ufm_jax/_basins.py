@@ -30,6 +30,7 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import ArrayLike, Float, Int
 
 from . import _validation as V
 from .solve import Status
@@ -125,7 +126,8 @@ class BasinStatistics:
         return abs(a - b) <= self.rtol * max(1.0, abs(a), abs(b))
 
 
-def basin_statistics(objectives, status, *, rtol: float | None = None, dtype=None) -> BasinStatistics:
+def basin_statistics(objectives: Float[ArrayLike, " S"], status: Int[ArrayLike, " S"], *,
+                     rtol: float | None = None, dtype=None) -> BasinStatistics:
     """Cluster the final objectives of `S` starts of one problem into distinct minima (module docstring).
 
     **Arguments:**

@@ -31,6 +31,7 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import ArrayLike, Float
 
 from ._families import analytic_solution
 from ._params import Params, expand_params
@@ -42,7 +43,8 @@ from .theory import TheorySolution
 RANK_RTOL = 1e-10
 
 
-def mean_features(mean_gram, dim: int, *, nonneg: bool = False) -> np.ndarray | None:
+def mean_features(mean_gram: Float[ArrayLike, "K K"], dim: int, *, nonneg: bool = False
+                  ) -> Float[np.ndarray, "d K"] | None:
     """A class-mean matrix `H̄ ∈ R^{d×K}` with `H̄ᵀH̄ = mean_gram` (up to rank `d`).
 
     A diagonal Gram gives the coordinate frame `H̄ = [√G_11 e_1, …]` (the nonzero classes on the first
@@ -73,7 +75,8 @@ def mean_features(mean_gram, dim: int, *, nonneg: bool = False) -> np.ndarray | 
     return H
 
 
-def balanced_factors(product, layer_dims) -> tuple[np.ndarray, ...]:
+def balanced_factors(product: Float[ArrayLike, "K d"], layer_dims: tuple[int, ...]
+                     ) -> tuple[Float[np.ndarray, "_ _"], ...]:
     """`P = U Σ Vᵀ` (`K × d`) as `L` layers with equal singular values `Σ^{1/L}`:
 
         W_1 = Σ^{1/L} Vᵀ,   W_l = Σ^{1/L} (1 < l < L),   W_L = U Σ^{1/L},
@@ -134,13 +137,16 @@ def _params_for(problem: Problem, weights, H, bias) -> Params:
     """The start as `Params` of `problem`: one column `h̄_k` per class, written out to every used
     column (`expand_params`), in the problem's dtype."""
     dtype = problem.lam_h.dtype
-    b = np.zeros(problem.num_classes) if problem.bias == "none" else np.asarray(bias, dtype=np.float64)
+    none = problem.bias == "none" or bias is None
+    b = np.zeros(problem.num_classes) if none else np.asarray(bias, dtype=np.float64)
     one = Params(tuple(jnp.asarray(W, dtype) for W in weights), jnp.asarray(H.T[:, None, :], dtype),
                  jnp.asarray(b, dtype))
     return expand_params(one, problem) if problem.columns_per_class > 1 else one
 
 
-def point_from_invariants(problem: Problem, mean_gram, mean_logits, bias) -> Params | None:
+def point_from_invariants(problem: Problem, mean_gram: Float[ArrayLike, "K K"],
+                          mean_logits: Float[ArrayLike, "K K"], bias: Float[ArrayLike, " K"] | None
+                          ) -> Params | None:
     """A point of `problem` with the given class-mean Gram `H̄ᵀH̄`, mean logits `W_L⋯W_1 H̄` and bias
     (module docstring): `H̄` from `mean_features`, `P = Z̄ H̄⁺`, `balanced_factors`, `balance_penalties`.
 
@@ -187,7 +193,8 @@ def one_layer_problem(problem: Problem) -> Problem:
     return dataclasses.replace(reduce_problem(problem), lam_w=lam, widths=())
 
 
-def one_layer_minimiser(problem: Problem, *, seeds: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def one_layer_minimiser(problem: Problem, *, seeds: int = 8
+                        ) -> tuple[Float[np.ndarray, "K d"], Float[np.ndarray, "d K"], Float[np.ndarray, " K"]]:
     """`(W, H̄, b)` of a minimiser of a one-layer problem: from `analytic_solution` when a theory
     applies (`theory_start`), else the best of a quick `ufm_jax.solve` with `seeds` random starts (key
     0: deterministic). `W` is `K × d`, `H̄` is `d × K`."""
@@ -243,8 +250,7 @@ def named_structured_starts(problem: Problem, *, seeds: int = 8) -> dict[str, Pa
         for name, variant in _bias_variants(problem).items():
             theory = analytic_solution(variant)
             if isinstance(theory, TheorySolution):
-                bias = theory.bias if problem.bias != "none" else None
-                point = point_from_invariants(problem, theory.mean_gram, theory.mean_logits, bias)
+                point = point_from_invariants(problem, theory.mean_gram, theory.mean_logits, theory.bias)
                 if point is not None:
                     out[name] = point
     if problem.depth >= 2:
