@@ -8,6 +8,7 @@ from . import theory as theory
 from ._cache import disable_compilation_cache as disable_compilation_cache
 from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._check import Check as Check
+from ._check import Evidence as Evidence
 from ._check import check as check
 from ._check import default_tolerances as default_tolerances
 from ._check import report as report
@@ -25,6 +26,7 @@ from ._problem import batch_size as batch_size
 from ._problem import make_problem as make_problem
 from ._problem import pad_columns as pad_columns
 from ._problem import stack_problems as stack_problems
+from ._search import search as search
 from .losses import ce_loss as ce_loss
 from .losses import mse_loss as mse_loss
 from .losses import objective as objective

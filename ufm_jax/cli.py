@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from . import _validation as V
 from ._json import jsonable
 from .solve import ALIASES, SOLVERS
 
@@ -75,6 +76,7 @@ _FLAGS = {"class_sizes": "--classes", "dim": "--dim", "lam_w": "--lam-w", "lam_h
           "lam_b": "--lam-b", "widths": "--widths", "depth": "--layers", "per_class": "--per-class",
           "seeds": "--seeds", "init_scale": "--init-scale", "key": "--key", "solver": "--solver",
           "max_steps": "--max-steps", "gtol": "--gtol", "history": "--history", "loss": "--loss",
+          "max_starts": "--max-starts", "agree": "--agree",
           "columns": "--per-class"}
 
 
@@ -101,7 +103,12 @@ def solve(
     free_bias: Annotated[bool, typer.Option("--free-bias", help="An unregularised bias.")] = False,
     nonneg: Annotated[bool, typer.Option("--nonneg", help="Constrain features H >= 0.")] = False,
     per_class: Annotated[Optional[int], typer.Option("--per-class", help="Weighted mode: M columns per class.")] = None,
-    seeds: Annotated[int, typer.Option(help="Random starts; the best is reported.")] = 1,
+    seeds: Annotated[Optional[int], typer.Option(help="Exactly S random starts (no adaptive search); the "
+                                                 "best is reported.")] = None,
+    max_starts: Annotated[int, typer.Option("--max-starts", help="Adaptive search (the default): at most N "
+                                            "starts per problem.")] = 64,
+    agree: Annotated[int, typer.Option(help="Adaptive search without a theory: starts that must reach the "
+                                       "best value.")] = 3,
     x64: Annotated[bool, typer.Option("--x64/--x32", help="Float64 (the default: certifying needs it) or "
                                       "float32 (faster; held to float32 tolerances).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -150,11 +157,20 @@ def solve(
             per_class=per_class,
         )
         chosen = _make_solver(solver, problem, max_steps, gtol)
-        solution = u.solve(problem, chosen, key=key, seeds=seeds, init_scale=init_scale, reduce=reduce,
-                           history=history)
+        rule = {}
+        if seeds is not None:
+            solution = u.solve(problem, chosen, key=key, seeds=seeds, init_scale=init_scale, reduce=reduce,
+                               history=history)
+        else:
+            from ._basins import MIN_STARTS
+
+            V.integer("max_starts", max_starts, 1)
+            rule = dict(agree=V.integer("agree", agree, 1, max_starts), min_starts=min(MIN_STARTS, max_starts))
+            solution = u.search(problem, chosen, key=key, max_starts=max_starts, init_scale=init_scale,
+                                reduce=reduce, history=history, **rule)
     except ValueError as err:
         _fail(str(err))
-    report = u.report(solution)
+    report = u.report(solution, **rule)
     if as_json:
         typer.echo(json.dumps(jsonable(report)))
         return

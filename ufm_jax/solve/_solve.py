@@ -111,17 +111,10 @@ def _gather(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def _random_starts(problem: Problem, key, seeds: int, scale: float, batched: bool) -> Params:
-    """`seeds` host-drawn starts per problem, flat `(B·S, ...)`, problem-major.
-
-    Start `j` of problem `i` is `init_params(problem_i, key_i, scale_j, index=j)`, with `key_i = key[i]`
-    for an array of keys (one per problem: a sweep's points keep their starts whatever the batch they
-    land in), or `key_i = (key, i)` for a single key. With several starts the scales are spread
-    geometrically over `[scale/3, 3·scale]`: traps sit at both ends (a deep model's small class dies from
-    a small start; a direction that should vanish stays alive from a large one), so one scale for all
-    starts can miss the global minimum every time.
-    """
-    num = batch_size(problem)
+def key_words(key, num: int, batched: bool) -> list[np.ndarray]:
+    """The seed words of each of `num` problems' random starts: `key[i]` for an array of keys (one per
+    problem: a sweep's points keep their starts whatever the batch they land in), `(key, i)` for a single
+    key of a batch, `key` for a single problem. A key is a JAX PRNG key or an int in `[0, 2^63)`."""
     if jnp.issubdtype(getattr(key, "dtype", np.int64), jax.dtypes.prng_key):
         words = np.asarray(jax.random.key_data(key))
         per_problem = words.ndim == 2
@@ -134,12 +127,29 @@ def _random_starts(problem: Problem, key, seeds: int, scale: float, batched: boo
     if per_problem and words.shape[0] != num:
         raise ValueError(f"key has {words.shape[0]} keys, but the batch has {num} problems: expected one "
                          "key, or one per problem.")
-    scales = scale * np.geomspace(1 / 3, 3, seeds) if seeds > 1 else [scale]
+    if per_problem:
+        return [words[i] for i in range(num)]
+    return [np.append(words.ravel(), i) for i in range(num)] if batched else [words.ravel()]
+
+
+def start_scales(scale: float, seeds: int) -> np.ndarray:
+    """The scales of `seeds` starts: spread geometrically over `[scale/3, 3·scale]` (traps sit at both
+    ends: a deep model's small class dies from a small start, a direction that should vanish stays alive
+    from a large one, so one scale for all starts can miss the global minimum every time)."""
+    return scale * np.geomspace(1 / 3, 3, seeds) if seeds > 1 else np.asarray([scale])
+
+
+def _random_starts(problem: Problem, key, seeds: int, scale: float, batched: bool,
+                   first: int = 0) -> Params:
+    """`seeds` host-drawn starts per problem, flat `(B·S, ...)`, problem-major: start `j` of problem `i`
+    is `init_params(problem_i, key_words[i], start_scales[j], index=first + j)`."""
+    num = batch_size(problem)
+    words = key_words(key, num, batched)
+    scales = start_scales(scale, seeds)
     starts = []
     for i in range(num):
         problem_i = jax.tree.map(lambda x: x[i], problem) if batched else problem
-        key_i = words[i] if per_problem else np.append(words.ravel(), i) if batched else words
-        starts.extend(init_params(problem_i, key_i, scales[j], index=j) for j in range(seeds))
+        starts.extend(init_params(problem_i, words[i], scales[j], index=first + j) for j in range(seeds))
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *starts)
 
 
@@ -155,6 +165,7 @@ def solve(
     slots: int | None = None,
     reduce: bool = True,
     history: int | None = None,
+    start_index: int = 0,
 ) -> Solution:
     """Solve one problem, or a batch (a `Problem` whose leaves have a leading axis, `stack_problems`).
 
@@ -193,6 +204,8 @@ def solve(
     - `history`: record every `history` iterations (`Trajectory`: objective, gradient norm, scalar NC
       metrics) inside the compiled loop; `None` records nothing. Memory: `B × seeds × (max_steps /
       history + 2) × 10` numbers.
+    - `start_index`: the index of the first random start (`init_params(..., index=...)`): a later call
+      with `start_index = seeds` draws `seeds` new starts (how `search` adds rounds).
 
     **Returns:** a `Solution` of `problem` (in its own representation). `timing["solve_s"]` counts
     everything after compilation: the reduced solve, the expansion and the verification.
@@ -220,7 +233,8 @@ def solve(
     # not it is solved reduced); everything after works on a batch.
     if start is None:
         drawn = problem if not reduce else reduce_problem(problem)
-        start = _random_starts(drawn, key, seeds, float(init_scale), batched)
+        start = _random_starts(drawn, key, seeds, float(init_scale), batched, V.integer("start_index",
+                                                                                         start_index, 0))
     elif not batched:
         start = jax.tree.map(lambda x: x[None], start)
     batch = problem if batched else jax.tree.map(lambda x: x[None], problem)
