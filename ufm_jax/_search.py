@@ -22,6 +22,7 @@ so a search's starts do not depend on the batch or on when the other problems st
 from __future__ import annotations
 
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,7 @@ def search(
     slots: int | None = None,
     reduce: bool = True,
     history: int | None = None,
+    callback=None,
 ) -> Solution:
     """Solve one problem or a batch with as many starts as the evidence needs (module docstring).
 
@@ -69,6 +71,10 @@ def search(
     - `min_starts`: starts needed without a theory; default `min(59, max_starts)` (`ufm_jax._basins`).
     - `max_unseen`: the largest Good–Turing mass of unseen basins, in `(0, 1]`.
     - `round_starts`: random starts per problem and round (>= 1).
+    - `callback`: called after each round with `{"round", "starts", "remaining", "best", "seconds",
+      "eta_s"}` (starts drawn so far over all problems, problems still searching, the best objective of
+      each problem, seconds so far, and an upper estimate of the seconds left: the rounds the budget
+      still allows at the mean time per round).
 
     **Returns:** a `Solution` (batched like `problem`) with the best start of each problem;
     `seed_objectives` and `seed_status` hold every start drawn (NaN and `NOT_DRAWN` past a problem's
@@ -97,6 +103,7 @@ def search(
     randoms = [0] * num  # random starts drawn per problem: the next one's index
     rounds = 0
     todo = list(range(num))
+    t0 = time.perf_counter()
     while todo:
         starts = {}
         for i in todo:
@@ -115,6 +122,12 @@ def search(
         rounds += 1
         todo = [i for i in range(num)
                 if not state.done(i, theories[i], max_starts, agree, min_starts, max_unseen)]
+        if callback is not None:
+            seconds = time.perf_counter() - t0
+            left = max((math.ceil((max_starts - state.count(i)) / round_starts) for i in todo), default=0)
+            callback({"round": rounds, "starts": sum(state.count(i) for i in range(num)),
+                      "remaining": len(todo), "best": [state.best(i)[0] for i in range(num)],
+                      "seconds": seconds, "eta_s": left * seconds / rounds})
     return state.solution(problem, batched, rounds)
 
 

@@ -167,7 +167,7 @@ def solve(
             V.integer("max_starts", max_starts, 1)
             rule = dict(agree=V.integer("agree", agree, 1, max_starts), min_starts=min(MIN_STARTS, max_starts))
             solution = u.search(problem, chosen, key=key, max_starts=max_starts, init_scale=init_scale,
-                                reduce=reduce, history=history, **rule)
+                                reduce=reduce, history=history, callback=_progress_line, **rule)
     except ValueError as err:
         _fail(str(err))
     report = u.report(solution, **rule)
@@ -175,6 +175,14 @@ def solve(
         typer.echo(json.dumps(jsonable(report)))
         return
     _print_report(report)
+
+
+def _progress_line(info: dict) -> None:
+    """One line per search round on stderr (stdout stays one JSON object)."""
+    if info["remaining"] == 0:
+        return
+    typer.echo(f"search: round {info['round']}, {info['starts']} starts, best {min(info['best']):.10g}, "
+               f"{info['seconds']:.1f} s; at most {info['eta_s']:.0f} s left", err=True)
 
 
 def _make_solver(name: str, problem, max_steps, gtol):
