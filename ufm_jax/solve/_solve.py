@@ -132,11 +132,11 @@ def key_words(key, num: int, batched: bool) -> list[np.ndarray]:
     return [np.append(words.ravel(), i) for i in range(num)] if batched else [words.ravel()]
 
 
-def start_scales(scale: float, seeds: int) -> np.ndarray:
-    """The scales of `seeds` starts: spread geometrically over `[scale/3, 3·scale]` (traps sit at both
+def start_scales(scale: float, seeds: int, high: float = 3.0) -> np.ndarray:
+    """The scales of `seeds` starts: spread geometrically over `[scale/3, high·scale]` (traps sit at both
     ends: a deep model's small class dies from a small start, a direction that should vanish stays alive
     from a large one, so one scale for all starts can miss the global minimum every time)."""
-    return scale * np.geomspace(1 / 3, 3, seeds) if seeds > 1 else np.asarray([scale])
+    return scale * np.geomspace(1 / 3, high, seeds) if seeds > 1 else np.asarray([scale])
 
 
 def _random_starts(problem: Problem, key, seeds: int, scale: float, batched: bool,
