@@ -167,13 +167,14 @@ def check_memory(sweep: Plan) -> None:
 
 
 def output_bytes(sweep: Plan) -> int:
-    """Estimated bytes of the results: chunks (8 B a number), dataset (8 B) and CSV (~24 B)."""
-    total = 0
+    """Estimated bytes of the results: per stored number 8 B in a chunk, 8 B in the dataset and ~24 B
+    in the CSV; per chunk file ~20 kB of headers (60 arrays); ~1 MB for the figures and the rest."""
+    total = 2**20
     for group in sweep.groups:
         p = group.example
         numbers = (60 + 4 * sweep.config.solver.starts + p.num_classes * (p.num_classes + 4)
                    + sum(p.layer_dims) * 3)
-        total += len(group.indices) * numbers * 40
+        total += len(group.indices) * numbers * 40 + group.num_chunks * 20_000
     return total
 
 
@@ -201,9 +202,11 @@ def check_output(out: Path, sweep: Plan) -> None:
 
 
 def estimate_seconds(sweep: Plan) -> float:
-    """A rough wall time: ~5 s of compiling per group (CPU), then `2 ms × size` per problem-start and
-    device, `size` the reduced parameter count over that of `K = 10, d = 16` (about 1000 problems/s on
-    2 CPU cores, benchmarks/README.md), plus the full-problem verification of explicit points."""
+    """A rough wall time: ~8 s of compiling per group (the solver, the verification and the metrics,
+    CPU); per problem-start and device `2 ms × size`, `size` the reduced parameter count over that of
+    `K = 10, d = 16` (about 1000 problems/s on 2 CPU cores, benchmarks/README.md), plus the
+    full-problem verification of explicit points; and ~5 ms per point on the host (the theory check,
+    the records)."""
     seconds = 0.0
     for group in sweep.groups:
         p = group.example
@@ -211,7 +214,7 @@ def estimate_seconds(sweep: Plan) -> float:
         params = sum(a * b for a, b in zip(dims[:-1], dims[1:])) + p.num_classes * (p.dim + 1)
         per = 2e-3 * max(1.0, params / 330) * sweep.config.solver.starts
         per += 1e-8 * p.num_classes * p.columns_per_class * p.dim * (p.columns_per_class > 1)
-        seconds += 5 + len(group.indices) * per / sweep.num_devices
+        seconds += 8 + len(group.indices) * (per / sweep.num_devices + 5e-3)
     return seconds
 
 
@@ -254,10 +257,11 @@ def dry_run(config: SweepConfig, *, output: str | Path | None = None) -> tuple[i
     free = free_disk(out)
     lines.append(f"disk: the results need about {human(output_bytes(sweep))}"
                  + (f"; {human(free)} free" if free is not None else ""))
-    lines.append(f"time: about {_duration(estimate_seconds(sweep))} (rough: ~5 s of compiling per group, "
-                 f"then ~500 problem-starts/s per device at K = 10, d = 16, scaled by size)")
-    lines.append(f"output: {describe_folder(out, content, config)}")
-    error = ""
+    lines.append(f"time: about {_duration(estimate_seconds(sweep))} (rough: ~8 s of compiling per group, "
+                 "~500 problem-starts/s per device at K = 10, d = 16 scaled by size, ~5 ms per point on "
+                 "the host)")
+    folder, error = describe_folder(out, content, config)
+    lines.append(f"output: {folder}")
     try:
         check_memory(sweep)
         check_output(out, sweep)

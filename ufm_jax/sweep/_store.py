@@ -115,6 +115,22 @@ def _read_json(path: Path):
         return None
 
 
+def _refusal(out: Path, content: dict, config: SweepConfig) -> str:
+    """Why a sweep with `content` cannot use `out` ("" if it can); reads `fingerprint.json` only."""
+    path = out / FINGERPRINT
+    if not path.exists():
+        return ""
+    stored = _read_json(path)
+    if not isinstance(stored, dict) or not isinstance(stored.get("content"), dict):
+        return (f"{path} is damaged, so what {out} holds cannot be told: remove {out} to start over, or "
+                "use another --out.")
+    if stored["content"] == content:
+        return ""
+    diff = differences(stored["content"], content, _read_json(out / "config.json"), config)
+    return (f"{out} holds a sweep computed another way ({diff}); mixing them would give a dataset of "
+            f"two kinds: use another --out, or remove {out} to recompute.")
+
+
 def claim(out: Path, content: dict, config: SweepConfig) -> bool:
     """Make `out` this sweep's folder: write its fingerprint, or check the one it holds.
 
@@ -123,34 +139,29 @@ def claim(out: Path, content: dict, config: SweepConfig) -> bool:
     **Raises:** `SweepRunError` naming the difference when it holds a sweep with another fingerprint.
     """
     path = out / FINGERPRINT
-    if not path.exists():
-        atomic_write(path, json.dumps({"fingerprint": fingerprint_hash(content), "content": content},
-                                      indent=2, sort_keys=True) + "\n")
-        return False
-    stored = _read_json(path)
-    if not isinstance(stored, dict) or not isinstance(stored.get("content"), dict):
-        raise SweepRunError(f"{path} is damaged, so what {out} holds cannot be told: remove {out} to "
-                            "start over, or use another --out.")
-    if stored["content"] == content:
+    refusal = _refusal(out, content, config)
+    if refusal:
+        raise SweepRunError(refusal)
+    if path.exists():
         return True
-    diff = differences(stored["content"], content, _read_json(out / "config.json"), config)
-    raise SweepRunError(f"{out} holds a sweep computed another way ({diff}); mixing them would give a "
-                        f"dataset of two kinds: use another --out, or remove {out} to recompute.")
+    atomic_write(path, json.dumps({"fingerprint": fingerprint_hash(content), "content": content},
+                                  indent=2, sort_keys=True) + "\n")
+    return False
 
 
-def describe_folder(out: Path, content: dict, config: SweepConfig) -> str:
-    """What a run would find in `out` (for `--dry-run`; reads only `fingerprint.json`)."""
+def describe_folder(out: Path, content: dict, config: SweepConfig) -> tuple[str, str]:
+    """What a run would find in `out`, and the error it would stop with ("" if none), for `--dry-run`;
+    reads only `fingerprint.json`."""
     if not out.exists():
-        return f"{out} does not exist (it will be created)"
+        return f"{out} does not exist (it will be created)", ""
     if not out.is_dir():
-        return f"{out} is not a folder (a run would refuse it)"
-    stored = _read_json(out / FINGERPRINT)
-    if stored is None:
-        return f"{out} exists and holds no sweep"
-    if stored.get("content") == content:
-        return f"{out} holds this sweep (a run resumes it)"
-    diff = differences(stored.get("content", {}), content, _read_json(out / "config.json"), config)
-    return f"{out} holds a sweep computed another way ({diff}); a run would refuse it"
+        return f"{out} is a file", ""  # check_output names it
+    refusal = _refusal(out, content, config)
+    if refusal:
+        return f"{out} holds another sweep (a run would refuse it)", refusal
+    if (out / FINGERPRINT).exists():
+        return f"{out} holds this sweep (a run resumes it)", ""
+    return f"{out} exists and holds no sweep", ""
 
 
 # ---- the lock -------------------------------------------------------------------------------------------
