@@ -219,8 +219,10 @@ def test_a_second_run_exits_2_naming_the_first_and_a_killed_holder_frees_the_loc
     finally:
         holder.kill()  # SIGKILL: no cleanup; the OS releases the lock at once
         holder.wait()
-    result = CliRunner().invoke(app, ["sweep", str(config_file), "--out", str(copy), "-q"])
+    result = CliRunner().invoke(app, ["sweep", str(config_file), "--out", str(copy)])
     assert result.exit_code == 0, result.output
+    # The plan is stated before anything is solved; then the summary.
+    assert "tiny: 6 points (6 done) in 1 compiled group, 3 chunks; one batch needs" in result.output
     assert "(0 computed" in result.output
 
 
@@ -321,14 +323,20 @@ def test_ufm_solve_checks_memory_within_seconds(monkeypatch, args, parts):
 
 def _run_cli(args: list[str], timeout: float = 120) -> tuple[subprocess.CompletedProcess, float, int]:
     """`ufm ARGS` in a child process: its result, wall time and peak resident memory (bytes)."""
+    # The peak of this process only: Linux's VmHWM (ru_maxrss would keep the forked parent's peak
+    # across exec), else ru_maxrss (kB; bytes on macOS).
     code = ("import resource, sys\nfrom ufm_jax.cli import main\nsys.argv = ['ufm', *sys.argv[1:]]\n"
             "try:\n    main()\nfinally:\n"
-            "    print(f'maxrss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n")
+            "    try:\n        rss = [int(l.split()[1]) * 1024 for l in open('/proc/self/status')"
+            " if l.startswith('VmHWM:')][0]\n"
+            "    except OSError:\n        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * "
+            "(1 if sys.platform == 'darwin' else 1024)\n"
+            "    print(f'maxrss={rss}', file=sys.stderr)\n")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=_env(),
                           timeout=timeout)
     seconds = time.perf_counter() - t0
-    rss = int(proc.stderr.rsplit("maxrss=", 1)[1]) * (1 if sys.platform == "darwin" else 1024)
+    rss = int(proc.stderr.rsplit("maxrss=", 1)[1])
     return proc, seconds, rss
 
 
@@ -405,7 +413,7 @@ def test_files_respect_the_umask(copy):
     (copy / "dataset.nc").unlink()
     old = os.umask(0o027)
     try:
-        run_sweep(_config(), output=copy, progress=False)
+        run_sweep(_config(), output=copy, progress=False, figures=False)
     finally:
         os.umask(old)
     for path in (_chunks(copy)[0], copy / "results.csv", copy / "dataset.nc", copy / "manifest.sha256"):

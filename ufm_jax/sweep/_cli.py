@@ -80,7 +80,7 @@ def sweep(
                                                        "--distributed).")] = None,
     num_processes: Annotated[Optional[int], typer.Option(help="Number of processes.")] = None,
     process_id: Annotated[Optional[int], typer.Option(help="This process's id, 0..N-1.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No plan line, no progress bar.")] = False,
 ) -> None:
     """Run a sweep over a grid of UFM problems (resumable: rerun the same command to continue)."""
     try:

@@ -596,7 +596,8 @@ def run_sweep(config: SweepConfig, *, output: str | Path | None = None, progress
 
     - `config`: from `load_config`.
     - `output`: the results folder (default `config.output`).
-    - `progress`: show a rich progress bar.
+    - `progress`: state the plan (points, groups, chunks, memory of one batch) on stderr and show a
+      rich progress bar.
     - `figures`: draw the figures.
     - `console`: a `rich.console.Console` for the progress bar.
 
@@ -664,6 +665,14 @@ def run_sweep(config: SweepConfig, *, output: str | Path | None = None, progress
         done = _broadcast_done(done)
 
         total = sweep.grid.size
+        if writer and progress:
+            available = available_memory()[0]
+            finished = sum(len(group.chunk(i)) for (group, i), d in zip(chunks, done) if d)
+            print(f"{config.name}: {total} points ({finished} done) in {len(sweep.groups)} compiled "
+                  f"group{'s' if len(sweep.groups) > 1 else ''}, {len(chunks)} chunks; one batch needs at "
+                  f"most {human(max(g.batch_bytes for g in sweep.groups))} of memory"
+                  + (f" ({human(available)} available)" if available is not None else "") + f" → {out}",
+                  file=sys.stderr, flush=True)
         computed_points, log = 0, []
         status = "stopped"
         try:
