@@ -12,10 +12,11 @@ import typer
 
 from ..solve import Status
 from ._config import SweepConfigError, load_config
-from ._files import DamagedFileError
 from ._dataset import load_dataset
+from ._files import DamagedFileError
 from ._plots import plot_dataset
-from ._runner import dry_run as _dry_run, run_sweep
+from ._runner import dry_run as _dry_run
+from ._runner import run_sweep
 from ._store import SweepRunError
 from ._threshold import find_threshold
 

@@ -109,9 +109,8 @@ class Manifest:
 
     def compact(self) -> None:
         """Rewrite the manifest with one line per file that still exists."""
-        lines = [f"{digest}  {name}\n" for name, digest in self.entries.items() if (self.out / name).is_file()]
         self.entries = {name: d for name, d in self.entries.items() if (self.out / name).is_file()}
-        atomic_write(self.path, "".join(lines))
+        atomic_write(self.path, "".join(f"{d}  {name}\n" for name, d in self.entries.items()))
 
     def read(self, name: str) -> tuple[bytes | None, str]:
         """The bytes of file `name` if they match its manifest line: `(data, "")`; else `(None, why)`,

@@ -48,8 +48,15 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 from jax.experimental import multihost_utils
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from .._check import check
@@ -58,14 +65,22 @@ from .._json import jsonable
 from .._memory import InsufficientMemory, available_memory, check_fits, human
 from .._problem import pad_columns, stack_problems
 from ..metrics import class_means, nc_metrics
-from ..solve import Solution, Status, make_solver as _make_solver, solve
+from ..solve import Solution, Status, solve
+from ..solve import make_solver as _make_solver
 from ._config import SweepConfig, SweepConfigError
 from ._dataset import build_dataset, count, load_dataset, report, save_dataset, to_csv
 from ._files import DamagedFileError, Manifest, atomic_write, remove_temp_files, sha256
 from ._grid import Batch, Grid, Group, Point, groups
 from ._plots import plot_dataset
-from ._store import (SweepRunError, claim, describe_folder, fingerprint, fingerprint_hash, free_disk,
-                     locked)
+from ._store import (
+    SweepRunError,
+    claim,
+    describe_folder,
+    fingerprint,
+    fingerprint_hash,
+    free_disk,
+    locked,
+)
 
 
 def is_writer() -> bool:
@@ -139,11 +154,13 @@ def plan(config: SweepConfig) -> Plan:
 
 def _describe_group(config: SweepConfig, group: Group) -> str:
     p = group.example
-    width = (f"{p.columns_per_class} column{'s' if p.columns_per_class > 1 else ''} per class" if p.weighted else
-             f"per-class {p.columns_per_class} (explicit: the largest class)")
+    m = p.columns_per_class
+    width = (f"{m} column{'s' if m > 1 else ''} per class" if p.weighted else
+             f"per-class {m} (explicit: the largest class)")
+    widths = f", widths {list(p.widths)}" if p.widths else ""
     starts = config.solver.starts
-    return (f"classes K = {p.num_classes}, dim d = {p.dim}{', widths ' + str(list(p.widths)) if p.widths else ''}"
-            f", {width}, {starts} start{'s' if starts > 1 else ''}, {p.lam_h.dtype.name}")
+    return (f"classes K = {p.num_classes}, dim d = {p.dim}{widths}, {width}, {starts} "
+            f"start{'s' if starts > 1 else ''}, {p.lam_h.dtype.name}")
 
 
 def check_memory(sweep: Plan) -> None:
@@ -190,8 +207,8 @@ def check_output(out: Path, sweep: Plan) -> None:
     if parent is None or not parent.is_dir():
         raise SweepRunError(f"the output {out} cannot be made: {parent} is not a folder.")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise SweepRunError(f"the output {out} is not writable ({parent}: permission denied): choose "
-                            "another --out.")
+        raise SweepRunError(f"the output {out} is not writable ({parent} cannot be written: no permission, "
+                            "or a read-only file system): choose another --out.")
     chunks = out / "chunks"
     if chunks.exists() and not chunks.is_dir():
         raise SweepRunError(f"{chunks} is a file, not a folder: remove it or choose another --out.")

@@ -31,7 +31,7 @@ import jaxlib
 
 from .. import __version__
 from ._config import SweepConfig
-from ._files import Manifest, atomic_write
+from ._files import atomic_write
 
 try:
     import fcntl
@@ -53,9 +53,10 @@ class SweepRunError(RuntimeError):
 
 def fingerprint(config: SweepConfig, num_devices: int) -> dict:
     """Everything that changes a sweep's numbers: the config's problem, grid, solver and run settings
-    (`SweepConfig.fingerprint`), the working precision (`jax_enable_x64`), the device count a batch is sharded over (1 without sharding: a different count rounds differently), the
-    platform, and the versions of ufm_jax, JAX and jaxlib. Not the process count: two processes with
-    one device each compute what one process with two devices computes."""
+    (`SweepConfig.fingerprint`), the working precision (`jax_enable_x64`), the number of devices a
+    batch is sharded over (1 without sharding; another count rounds differently), the platform, and
+    the versions of ufm_jax, JAX and jaxlib. Not the process count: two processes with one device each
+    compute what one process with two devices computes."""
     precision = jax.dtypes.canonicalize_dtype(jax.numpy.float64).name
     return {
         "config": config.fingerprint(),
