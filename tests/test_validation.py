@@ -122,6 +122,7 @@ def test_integer_inputs_are_range_checked(name, change):
     (["--lam-h", "1e-50"], "lam_h"),  # float32: "converged" at the W = 0 saddle
     (["--lam-w", "1e39"], "lam_w"),  # float32: an overflow warning, exit 0
     (["--layers", "5000"], "--layers"),
+    (["--max-steps", "3000000000"], "--max-steps"),  # overflowed the compiled loop's counter
 ])
 def test_cli_refuses_what_the_precision_or_range_cannot_hold(args, name):
     result = CliRunner().invoke(app, ["solve", *args])

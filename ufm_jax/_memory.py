@@ -128,7 +128,7 @@ def check_fits(needed: int, what: str, advice: str) -> None:
 
 
 def check_solve(class_sizes, dim, *, layers: int = 1, widths=None, per_class: int | None = None,
-                seeds: int = 1, key: int = 0) -> None:
+                seeds: int = 1, key: int = 0, max_steps: int | None = None) -> None:
     """The checks `ufm solve` runs before building its problem: the integer inputs' ranges and the
     memory of the solve (explicit mode: `K × max n_k × d` features are written out for verification).
 
@@ -138,6 +138,8 @@ def check_solve(class_sizes, dim, *, layers: int = 1, widths=None, per_class: in
     V.integer("--seeds", seeds, 1, V.MAX_EXTENT)
     V.integer("--layers", layers, 1, V.MAX_DEPTH)
     V.integer("--dim", dim, 1, V.MAX_EXTENT)
+    if max_steps is not None:  # the iteration counter is a 32-bit integer in the compiled loop
+        V.integer("--max-steps", max_steps, 1, V.MAX_EXTENT)
     if per_class is not None:
         V.integer("--per-class", per_class, 1, V.MAX_EXTENT)
     if widths is not None:

@@ -104,7 +104,8 @@ def solve(
             raise ValueError(f"--layers={layers} is not allowed: expected an integer >= 1.")
         if width_list is not None and len(width_list) != layers - 1:
             raise ValueError(f"--widths={widths!r} is not allowed: expected L - 1 = {layers - 1} values.")
-        check_solve(sizes, dim, layers=layers, widths=width_list, per_class=per_class, seeds=seeds, key=key)
+        check_solve(sizes, dim, layers=layers, widths=width_list, per_class=per_class, seeds=seeds, key=key,
+                    max_steps=max_steps)
         problem = u.make_problem(
             loss, sizes, dim, lam_w=lam_w_list if len(lam_w_list) > 1 else lam_w_list[0], lam_h=lam_h,
             lam_b=lam_b, free_bias=free_bias, widths=width_list, depth=layers, nonneg=nonneg,
