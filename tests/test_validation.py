@@ -152,4 +152,6 @@ def test_a_sweep_lambda_that_float32_cannot_hold_is_named_before_compiling(count
     with jax.enable_x64(False):
         with pytest.raises(SweepConfigError, match="lam_z=1e-50.*underflows to 0 in float32"):
             plan(cfg)
+        with pytest.raises(SweepConfigError, match="n_b=1e.39.*beyond the range of float32"):
+            plan(load_config(axes=["n_b=10,1e39"]))
     assert count_traces() == 0

@@ -417,11 +417,18 @@ def _check_sizes(grid: Grid, shape_values: dict, size_axes: list[int], explicit:
     p["lam_w"], p["lam_h"] = 1.0, 1.0  # sizes only
     num = _numbers(p, n, explicit)
     first_bad = np.flatnonzero(num["bad"] != "")
+    sizes = num["sizes"]
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)  # the working precision
+    beyond = np.any(V.unrepresentable(sizes, dtype), axis=1) | V.unrepresentable(sizes.sum(axis=1), dtype)
+    for i in np.flatnonzero(beyond)[:1] if not first_bad.size else ():
+        num["bad"][i] = (f"class sizes {sizes[i].tolist()} (N = {sizes[i].sum():.3g}) are beyond the range "
+                         f"of {dtype.name}, the working precision")
+        first_bad = np.asarray([i])
     if first_bad.size:
         i = int(first_bad[0])
         at = {**shape_values, **{name: float(g.ravel()[i]) for name, g in zip(names, grids)}}
         raise SweepConfigError(f"{_describe(at)}: {num['bad'][i]}.")
-    return int(np.max(num["sizes"]))
+    return int(np.max(sizes))
 
 
 def _lambda_corners(grid: Grid) -> list[dict]:
@@ -475,7 +482,8 @@ def groups(grid: Grid, num_devices: int = 1) -> list[Group]:
         # Checked by make_problem as a one-column-per-class problem (a large explicit class is not
         # written out here); the λ extremes too, which raise naming a λ the precision cannot hold.
         probe = _make_point(config, base, tuple(index), per_class=1).problem
-        for corner in corners:
+        # The λ's do not depend on the group: their extremes are checked with the first one.
+        for corner in corners if not out else ():
             if corner:
                 _make_point(config, {**base, **corner}, per_class=1)
         width = columns[static] if explicit else None
