@@ -80,15 +80,15 @@ def test_full_run_writes_everything(full_run):
 def _killed_after(monkeypatch, chunks):
     """Make the runner's chunk solver raise KeyboardInterrupt (a Ctrl-C) after `chunks` chunks."""
     solved = []
-    original = _runner.solve_points
+    original = _runner.solve_chunk
 
-    def solve_points(*args, **kwargs):
+    def solve_chunk(*args, **kwargs):
         if len(solved) == chunks:
             raise KeyboardInterrupt("simulated kill")
         solved.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_runner, "solve_points", solve_points)
+    monkeypatch.setattr(_runner, "solve_chunk", solve_chunk)
 
 
 def test_resume_after_kill_is_identical(full_run, tmp_path, monkeypatch):
@@ -361,7 +361,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 
 def test_sweep_modules_import_without_cycles():
     # Each module imports only the ones before it (no function-local import hides a cycle).
-    order = ["_files", "_config", "_grid", "_dataset", "_plots", "_runner", "_threshold", "_cli"]
+    order = ["_files", "_config", "_grid", "_dataset", "_plots", "_store", "_runner", "_threshold", "_cli"]
     folder = Path(ufm_jax.sweep.__file__).parent
     for i, name in enumerate(order):
         tree = ast.parse((folder / f"{name}.py").read_text())

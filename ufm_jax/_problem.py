@@ -133,23 +133,31 @@ def make_problem(
     - `nonneg`: constrain `H >= 0`.
     - `per_class`: weighted mode with `m = per_class` columns per class; default explicit.
     - `columns`: explicit mode only: pad every class to this many columns (>= max n_k).
-    - `dtype`: float dtype of the leaves; default JAX's default float (float64 under `jax_enable_x64`).
+    - `dtype`: a floating dtype for the leaves; default JAX's default float (float64 under
+      `jax_enable_x64`, else float32).
 
-    **Raises:** `ValueError` naming the parameter, the value and the allowed range.
+    **Raises:** `ValueError` naming the parameter, the value and the allowed range: also for a value
+    that the cast to the working precision would turn into 0 or inf (`lam_h=1e-50` in float32), for a
+    non-float `dtype`, and for sizes beyond `ufm_jax._validation`'s limits.
     """
     V.choice("loss", loss, LOSSES)
+    # The working precision first: every number is checked after its cast to it.
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else V.float_dtype("dtype", dtype))
     sizes = V.class_sizes("class_sizes", class_sizes)
-    dim = V.integer("dim", dim, 1)
+    dim = V.integer("dim", dim, 1, V.MAX_EXTENT)
     lam_w_arr = V.floats("lam_w", lam_w)
     if widths is None:
         if depth is None:
             depth = lam_w_arr.size if lam_w_arr.size > 1 else 1
-        depth = V.integer("depth", depth, 1)
+        depth = V.integer("depth", depth, 1, V.MAX_DEPTH)
         widths = (dim,) * (depth - 1)
     else:
-        widths = V.integers("widths", widths, 1)
-        if depth is not None and V.integer("depth", depth, 1) != len(widths) + 1:
+        widths = V.integers("widths", widths, 1, V.MAX_EXTENT)
+        if depth is not None and V.integer("depth", depth, 1, V.MAX_DEPTH) != len(widths) + 1:
             raise V.fail("widths", list(widths), f"expected depth - 1 = {depth - 1} hidden widths")
+        if len(widths) + 1 > V.MAX_DEPTH:
+            raise V.fail("widths", f"[{len(widths)} widths]", f"expected at most L - 1 = "
+                         f"{V.MAX_DEPTH - 1} hidden widths")
         depth = len(widths) + 1
     lam_w_arr = V.floats("lam_w", lam_w, length=depth)
     lam_h_value = V.positive("lam_h", lam_h)
@@ -164,7 +172,7 @@ def make_problem(
     if per_class is not None:
         if columns is not None:
             raise V.fail("columns", columns, "columns (explicit padding) cannot be combined with per_class")
-        m = V.integer("per_class", per_class, 1)
+        m = V.integer("per_class", per_class, 1, V.MAX_EXTENT)
         weights = np.repeat(sizes[:, None] / m, m, axis=1)
     else:
         if not np.all(sizes == np.round(sizes)):
@@ -174,9 +182,10 @@ def make_problem(
         if largest > MAX_EXPLICIT_COLUMNS:
             raise V.fail("class_sizes", sizes, f"explicit mode allows n_k <= {MAX_EXPLICIT_COLUMNS:.0e} "
                          "columns (use per_class for weighted mode)")
-        m = largest if columns is None else V.integer("columns", columns, largest)
+        m = largest if columns is None else V.integer("columns", columns, largest, MAX_EXPLICIT_COLUMNS)
         weights = (np.arange(m)[None, :] < sizes[:, None]).astype(np.float64)
-    dtype = jnp.zeros(()).dtype if dtype is None else dtype
+    _check_precision(sizes, weights, lam_w_arr, lam_h_value, lam_b_value if bias == "regularised" else None,
+                     dtype, per_class)
 
     def leaf(x):
         return jnp.asarray(x, dtype=dtype)
@@ -194,6 +203,20 @@ def make_problem(
         widths=tuple(int(w) for w in widths),
         weighted=per_class is not None,
     )
+
+
+def _check_precision(sizes, weights, lam_w, lam_h, lam_b, dtype, per_class) -> None:
+    """Every number of a problem survives the cast to `dtype` (no underflow to 0, no overflow to inf),
+    and so does the sample count `N = Σ n_k` that the data term divides by."""
+    V.representable("class_sizes", sizes, dtype)
+    V.representable("class_sizes", sizes.sum(), dtype, shown=f"[...] (their sum N = {sizes.sum():.3g})")
+    if per_class is not None:
+        V.representable("class_sizes", weights, dtype,
+                        shown=f"{sizes.tolist()} / per_class={per_class} (the column weights n_k/m)")
+    V.representable("lam_w", lam_w, dtype, shown=lam_w.tolist() if lam_w.size > 1 else float(lam_w[0]))
+    V.representable("lam_h", lam_h, dtype)
+    if lam_b is not None:
+        V.representable("lam_b", lam_b, dtype)
 
 
 def stack_problems(problems: Sequence[Problem]) -> Problem:

@@ -10,7 +10,16 @@ from __future__ import annotations
 import math
 import numbers
 
+import jax.numpy as jnp
 import numpy as np
+
+MAX_EXTENT = 2**31 - 1
+"""The largest array extent accepted (a dimension, a width, columns per class): XLA indexes with 32-bit
+integers on some backends, and anything near it exceeds memory anyway (see `ufm_jax._memory`)."""
+MAX_DEPTH = 1024
+"""The largest depth L accepted: every layer is unrolled into the compiled program."""
+MAX_SEED = 2**63 - 1
+"""The largest PRNG seed: seeds are stored as int64 (in datasets and on the way to `init_params`)."""
 
 
 def fail(name: str, value, allowed: str) -> ValueError:
@@ -66,21 +75,23 @@ def integer(name: str, value, minimum: int, maximum: int | None = None) -> int:
     if not ok or value < minimum or (maximum is not None and value > maximum):
         allowed = f"expected an integer >= {minimum}"
         if maximum is not None:
-            allowed = f"expected an integer in [{minimum}, {maximum}]"
+            allowed = f"expected an integer >= {minimum} and <= {maximum}"
         raise fail(name, value, allowed)
     return int(value)
 
 
-def integers(name: str, value, minimum: int) -> tuple[int, ...]:
-    """A (possibly empty) sequence of integers `>= minimum`."""
+def integers(name: str, value, minimum: int, maximum: int | None = None) -> tuple[int, ...]:
+    """A (possibly empty) sequence of integers in `[minimum, maximum]`."""
+    allowed = f"expected a list of integers >= {minimum}" if maximum is None else \
+        f"expected a list of integers >= {minimum} and <= {maximum}"
     try:
         items = tuple(value)
     except TypeError:
-        raise fail(name, value, f"expected a list of integers >= {minimum}") from None
+        raise fail(name, value, allowed) from None
     for item in items:
         if not (isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_))
-                and item >= minimum):
-            raise fail(name, list(items), f"expected a list of integers >= {minimum}")
+                and item >= minimum and (maximum is None or item <= maximum)):
+            raise fail(name, list(items), allowed)
     return tuple(int(i) for i in items)
 
 
@@ -125,3 +136,45 @@ def layered(sizes, dim, widths, lam_w, lam_h, *, lam_w_name: str = "lam_w", lam_
     widths = integers("widths", widths, 1)
     lam_w = floats(lam_w_name, lam_w, length=len(widths) + 1)
     return n, dim, widths, lam_w, positive(lam_h_name, lam_h)
+
+
+def float_dtype(name: str, dtype):
+    """A floating dtype (`float32`, `float64`, ...), as NumPy's `dtype`; anything else is refused."""
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise fail(name, dtype, "expected a floating dtype such as float32 or float64") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise fail(name, str(dtype), "expected a floating dtype such as float32 or float64 (the "
+                   "objective, its gradient and the theory are real-valued)")
+    return dtype
+
+
+def representable(name: str, value, dtype, shown=None) -> None:
+    """Check that `value` (finite, float64) survives the cast to the working precision `dtype`: no
+    overflow to inf, and no nonzero value below the smallest normal number (subnormals are flushed to 0
+    by CPUs and GPUs, so `lam_h = 1e-50` in float32 would silently become 0).
+
+    **Raises:** `ValueError` naming `name`, the value (`shown` if given), the precision and its range.
+    """
+    arr = np.abs(np.asarray(value, dtype=np.float64))
+    info = jnp.finfo(dtype)
+    tiny, huge = float(info.tiny), float(info.max)
+    shown = value if shown is None else shown
+    precision = jnp.dtype(dtype).name
+    hint = ("use float64 (jax.config.update('jax_enable_x64', True); --x64 on the command line) or rescale"
+            if info.bits < 64 else "rescale the problem")
+    if np.any(arr > huge):
+        raise fail(name, shown, f"it overflows to inf in {precision}, the working precision "
+                   f"(largest {huge:.3g}); {hint}")
+    if np.any((arr > 0) & (arr < tiny)):
+        raise fail(name, shown, f"it underflows to 0 in {precision}, the working precision "
+                   f"(smallest normal {tiny:.3g}); {hint}")
+
+
+def unrepresentable(values, dtype) -> np.ndarray:
+    """Elementwise: which of `values` the cast to `dtype` turns into inf or (nonzero) 0; see
+    `representable`."""
+    a = np.abs(np.asarray(values, dtype=np.float64))
+    info = jnp.finfo(dtype)
+    return (a > float(info.max)) | ((a > 0) & (a < float(info.tiny)))

@@ -50,7 +50,11 @@ def parse_classes(spec: str) -> list[float]:
             size = float(match.group(1))
         except ValueError:
             raise ValueError(f"--classes={spec!r} is not allowed: {match.group(1)!r} is not a number.")
-        sizes.extend([size] * int(match.group(2) or 1))
+        count = int(match.group(2) or 1)
+        if count < 1:
+            raise ValueError(f"--classes={spec!r} is not allowed: {part!r} has no classes; expected "
+                             "SIZExCOUNT with COUNT >= 1 (an empty class list is not a class).")
+        sizes.extend([size] * count)
     return sizes
 
 
@@ -136,6 +140,7 @@ def solve(
         disable_compilation_cache()
 
     import ufm_jax as u
+    from ufm_jax._memory import check_solve  # ranges and memory, before anything is built
 
     try:
         sizes = parse_classes(classes)
@@ -151,6 +156,8 @@ def solve(
                              f"{len(lam_w_list)}.")
         if width_list is not None and len(width_list) != layers - 1:
             raise ValueError(f"--widths={widths!r} is not allowed: expected L - 1 = {layers - 1} values.")
+        check_solve(sizes, dim, layers=layers, widths=width_list, per_class=per_class, seeds=seeds, key=key,
+                    max_steps=max_steps)
         problem = u.make_problem(
             loss, sizes, dim, lam_w=lam_w_list if len(lam_w_list) > 1 else lam_w_list[0], lam_h=lam_h,
             lam_b=lam_b, free_bias=free_bias, widths=width_list, depth=layers, nonneg=nonneg,

@@ -1,7 +1,8 @@
 """Sweeps over grids of UFM problems: config, grid, resumable runner, dataset, figures, thresholds.
 
-Modules, each importing only those before it: `_files` (atomic writes), `_config`, `_grid`, `_dataset`,
-`_plots`, `_runner`, `_threshold`, `_cli`.
+Modules, each importing only those before it: `_files` (atomic writes, the checksum manifest),
+`_config`, `_grid`, `_dataset`, `_plots`, `_store` (the results folder: lock, fingerprint), `_runner`,
+`_threshold`, `_cli`.
 """
 
 from ._config import SweepConfig as SweepConfig
@@ -14,8 +15,11 @@ from ._dataset import report as report
 from ._dataset import save_dataset as save_dataset
 from ._dataset import to_csv as to_csv
 from ._dataset import to_dataframe as to_dataframe
+from ._files import DamagedFileError as DamagedFileError
+from ._files import Manifest as Manifest
 from ._files import atomic_path as atomic_path
 from ._files import atomic_write as atomic_write
+from ._grid import Batch as Batch
 from ._grid import Grid as Grid
 from ._grid import Group as Group
 from ._grid import Point as Point
@@ -24,9 +28,13 @@ from ._grid import make_point as make_point
 from ._plots import plot_dataset as plot_dataset
 from ._runner import Plan as Plan
 from ._runner import SweepResult as SweepResult
+from ._runner import dry_run as dry_run
 from ._runner import plan as plan
 from ._runner import run_sweep as run_sweep
+from ._runner import solve_chunk as solve_chunk
 from ._runner import solve_points as solve_points
+from ._store import SweepRunError as SweepRunError
+from ._store import fingerprint as fingerprint
 from ._threshold import ThresholdResult as ThresholdResult
 from ._threshold import find_threshold as find_threshold
 from ._threshold import theory_threshold as theory_threshold

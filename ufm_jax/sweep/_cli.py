@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,8 +13,11 @@ import typer
 from ..solve import Status
 from ._config import SweepConfigError, load_config
 from ._dataset import load_dataset
+from ._files import DamagedFileError
 from ._plots import plot_dataset
+from ._runner import dry_run as _dry_run
 from ._runner import run_sweep
+from ._store import SweepRunError
 from ._threshold import find_threshold
 
 _CONFIG_HELP = "Sweep TOML file (default: the built-in minority-collapse phase diagram)."
@@ -20,12 +25,20 @@ _SET_HELP = "Set any config key: --set problem.n_b=100 (or n_b=100); the value i
 _AXIS_HELP = "Add or replace an axis: --axis lam_z=log:1e-4:1e-2:12, --axis ratio=1,2,5, lin:LO:HI:NUM."
 
 
-def _setup(x64: bool, distributed: bool) -> None:
+def _setup(x64: bool, distributed: bool, coordinator: str | None = None, num_processes: int | None = None,
+           process_id: int | None = None) -> None:
     if distributed:
-        # Multi-host: every host runs the same command; jax.devices() then spans all hosts and
-        # process 0 writes the files. Coordinator address etc. come from the cluster environment
-        # (SLURM, Cloud TPU, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
-        jax.distributed.initialize()
+        # Several processes (hosts): every one runs the same command; jax.devices() then spans all of
+        # them and process 0 writes the files. Unset flags come from JAX's environment variables
+        # (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) or its cluster detection (SLURM,
+        # Open MPI, Kubernetes, Cloud TPU). CPU processes talk through gloo collectives.
+        if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        try:
+            jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                       process_id=process_id)
+        except (RuntimeError, ValueError) as e:
+            _error(f"--distributed: jax.distributed.initialize failed: {str(e).splitlines()[0]}")
     jax.config.update("jax_enable_x64", bool(x64))
 
 
@@ -39,6 +52,17 @@ def _load(config, set_, axis, extra):
     return load_config(config, sets=sets, axes=list(axis or []))
 
 
+def _distributed_flags(distributed, coordinator, num_processes, process_id) -> bool:
+    """Check the multi-process flags; any of them implies --distributed."""
+    if coordinator is not None and not re.fullmatch(r"\[?[\w.:-]+\]?:\d{1,5}", coordinator):
+        _error(f"--coordinator={coordinator!r} is not allowed: expected HOST:PORT, e.g. node01:12345.")
+    if num_processes is not None and num_processes < 1:
+        _error(f"--num-processes={num_processes} is not allowed: expected an integer >= 1.")
+    if process_id is not None and not (0 <= process_id < (num_processes or 2**31)):
+        _error(f"--process-id={process_id} is not allowed: expected an integer in [0, --num-processes).")
+    return distributed or any(x is not None for x in (coordinator, num_processes, process_id))
+
+
 def sweep(
     config: Annotated[Optional[Path], typer.Argument(help=_CONFIG_HELP)] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help=_SET_HELP)] = None,
@@ -49,8 +73,15 @@ def sweep(
     shard: Annotated[Optional[bool], typer.Option("--shard/--no-shard", help="Shard over devices.")] = None,
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw figures.")] = True,
     x64: Annotated[bool, typer.Option("--x64/--x32", help="Float64 (needed to certify).")] = True,
-    distributed: Annotated[bool, typer.Option(help="Call jax.distributed.initialize() (multi-host).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the number of points (stdout), the "
+                                          "groups, memory, disk and time (stderr); write nothing.")] = False,
+    distributed: Annotated[bool, typer.Option(help="Several processes: call jax.distributed.initialize() "
+                                              "(flags below, else JAX's environment or cluster).")] = False,
+    coordinator: Annotated[Optional[str], typer.Option(help="HOST:PORT of process 0 (implies "
+                                                       "--distributed).")] = None,
+    num_processes: Annotated[Optional[int], typer.Option(help="Number of processes.")] = None,
+    process_id: Annotated[Optional[int], typer.Option(help="This process's id, 0..N-1.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No plan line, no progress bar.")] = False,
 ) -> None:
     """Run a sweep over a grid of UFM problems (resumable: rerun the same command to continue)."""
     try:
@@ -59,16 +90,30 @@ def sweep(
                                           "output": None if out is None else f'"{out}"'})
     except SweepConfigError as e:
         _error(str(e))
-    _setup(x64, distributed)
+    if dry_run:
+        jax.config.update("jax_enable_x64", bool(x64))
+        try:
+            points, lines, problem = _dry_run(cfg)
+        except SweepConfigError as e:
+            _error(str(e))
+        typer.echo(str(points))
+        for line in lines:
+            typer.echo(line, err=True)
+        if problem:
+            _error(problem)
+        return
+    _setup(x64, _distributed_flags(distributed, coordinator, num_processes, process_id), coordinator,
+           num_processes, process_id)
     try:
         result = run_sweep(cfg, progress=not quiet, figures=figures)
-    except SweepConfigError as e:
+    except (SweepConfigError, SweepRunError) as e:
         _error(str(e))
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted: finished chunks are saved in {Path(cfg.output) / 'chunks'}; rerun the "
                    "same command to resume.", err=True)
         raise typer.Exit(130)
-    typer.echo(result.summary())
+    if result.dataset is not None:  # process 0 (the others hold no dataset)
+        typer.echo(result.summary())
 
 
 def plot(
@@ -82,17 +127,20 @@ def plot(
         _error(f"{path}: no such dataset.")
     try:
         ds = load_dataset(path)
-    except (OSError, ValueError) as e:
-        _error(f"{path}: not a sweep dataset ({e}).")
-    if "config_json" not in ds.attrs:
-        _error(f"{path}: not a sweep dataset (no config_json attribute).")
+    except DamagedFileError as e:
+        _error(f"{e} Rerun `ufm sweep` with its config to rebuild it.")
+    except OSError as e:
+        _error(f"{path}: cannot read it ({e.strerror or e}).")
     unknown = [m for m in metric or [] if m not in ds]
     if unknown:
         _error(f"--metric {unknown[0]!r} is not a variable of {path}; variables: {sorted(ds.data_vars)}.")
+    folder = out or path.parent / "figures"
     try:
-        files = plot_dataset(ds, out or path.parent / "figures", metrics=metric or None)
+        files = plot_dataset(ds, folder, metrics=metric or None)
     except SweepConfigError as e:
         _error(f"{path}: its config_json is not a valid sweep config ({e}).")
+    except OSError as e:
+        _error(f"cannot write the figures into {folder}: {e.strerror or e}.")
     for f in files:
         typer.echo(str(f))
 

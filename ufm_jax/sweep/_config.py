@@ -88,7 +88,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 
 from .. import _validation as V
 from .._families import FAMILIES, PRESETS, Family
-from ..solve import canonical_solver_name
+from ..solve import DEFAULT_SLOTS, canonical_solver_name
 
 
 class SweepConfigError(ValueError):
@@ -132,11 +132,19 @@ def _ratio(name: str, v) -> float:
 
 
 def _count(name: str, v) -> int:
-    return V.integer(name, v, 1)
+    return V.integer(name, v, 1, V.MAX_EXTENT)
 
 
 def _natural(name: str, v) -> int:
-    return V.integer(name, v, 0)
+    return V.integer(name, v, 0, V.MAX_EXTENT)
+
+
+def _depth(name: str, v) -> int:
+    return V.integer(name, v, 1, V.MAX_DEPTH)
+
+
+def _seed(name: str, v) -> int:
+    return V.integer(name, v, 0, V.MAX_SEED)
 
 
 def _sizes(name: str, v) -> tuple[float, ...]:
@@ -148,7 +156,7 @@ def _sizes(name: str, v) -> tuple[float, ...]:
 def _widths(name: str, v) -> tuple[int, ...]:
     if not isinstance(v, (list, tuple)):
         raise V.fail(name, v, "expected a list of hidden widths")
-    return V.integers(name, v, 1)
+    return V.integers(name, v, 1, V.MAX_EXTENT)
 
 
 def _lam_w(name: str, v) -> float | tuple[float, ...]:
@@ -162,8 +170,8 @@ def _lam_w(name: str, v) -> float | tuple[float, ...]:
 AXES = {
     "lam_w": _positive, "lam_h": _positive, "lam_b": _positive, "lam_z": _positive,
     "lam_ratio": _positive, "ratio": _ratio, "n_a": _positive, "n_b": _positive, "n_total": _positive,
-    "k_a": _count, "k_b": _count, "class_sizes": _sizes, "depth": _count, "widths": _widths,
-    "dim": _count, "seed": _natural,
+    "k_a": _count, "k_b": _count, "class_sizes": _sizes, "depth": _depth, "widths": _widths,
+    "dim": _count, "seed": _seed,
 }
 """Axis name → the check of one of its values."""
 
@@ -200,7 +208,7 @@ class ProblemSection(_Section):
     nonneg: StrictBool | None = None
     free_bias: StrictBool | None = None
     dim: _checked(_count, int | None) = None
-    depth: _checked(_count, int | None) = None
+    depth: _checked(_depth, int | None) = None
     widths: _checked(_widths, tuple[int, ...] | None) = None
     lam_w: _checked(_lam_w, float | tuple[float, ...] | None) = None
     lam_h: _checked(_positive, float | None) = None
@@ -232,7 +240,7 @@ class SolverSection(_Section):
     max_steps: _checked(_count, int | None) = None
     gtol: _checked(_positive, float | None) = None
     starts: Count = 1
-    seed: Natural = 0
+    seed: _checked(_seed, int) = 0
     init_scale: Positive = 1.0
 
     @pydantic.field_validator("method")
@@ -442,12 +450,13 @@ class SweepConfig(BaseModel):
         return validate(json.loads(text))
 
     def fingerprint(self) -> str:
-        """A hash of everything that changes the numbers (not the output folder or the plots)."""
+        """A hash of every setting of the config that changes the numbers: `[problem]`, `[grid]`,
+        `[solver]` and `[run]` (chunking, sharding, slots: `slots = 0` counted as `DEFAULT_SLOTS`); not
+        the name, the output folder, the plots or the threshold defaults. The sweep's full fingerprint
+        adds the precision, devices and versions (`ufm_jax.sweep._store.fingerprint`)."""
         d = self.to_dict()
-        keep = {k: d[k] for k in ("problem", "grid", "solver")}
-        keep["chunk_size"] = d["run"]["chunk_size"]
-        if d["run"]["slots"]:
-            keep["slots"] = d["run"]["slots"]
+        keep = {k: d[k] for k in ("problem", "grid", "solver", "run")}
+        keep["run"] = {**keep["run"], "slots": self.run.slots or DEFAULT_SLOTS}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -16,8 +16,10 @@ Results folder:
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +29,9 @@ import xarray as xr
 from .. import __version__
 from ..solve import Status
 from ._config import SweepConfig
-from ._files import atomic_path
+from ._files import DamagedFileError, Manifest, atomic_path
 
-_SKIP = {"point_key", "boundary_names"}
+_SKIP = {"point_key", "boundary_names", "flat", "fingerprint"}
 
 DESCRIPTIONS = {
     "objective": "best objective over the random starts",
@@ -77,55 +79,81 @@ def _coordinate(values: tuple) -> np.ndarray:
     return np.asarray(values)
 
 
-def _boundary_table(chunks: list[tuple[np.ndarray, dict]]) -> tuple[list[str], list[np.ndarray]]:
-    """Every chunk's `boundaries` re-indexed by the union of the names (first appearance first)."""
-    names = list(dict.fromkeys(str(n) for _, rec in chunks for n in rec["boundary_names"]))
-    column = {name: j for j, name in enumerate(names)}
-    tables = []
-    for _, rec in chunks:
-        table = np.full((len(rec["boundaries"]), len(names)), np.nan)
-        for j, name in enumerate(rec["boundary_names"]):
-            table[:, column[str(name)]] = rec["boundaries"][:, j]
-        tables.append(table)
-    return names, tables
+class _Table:
+    """One variable over the grid's flat positions, filled chunk by chunk; it widens when a later chunk
+    has longer vectors (another group's K) or another dtype."""
+
+    def __init__(self, size: int, a: np.ndarray):
+        self.strings = a.dtype.kind in "US"
+        self.data = self._empty(size, a.shape[1:], object if self.strings else a.dtype)
+
+    @staticmethod
+    def _empty(size, extra, dtype):
+        fill = "" if dtype is object else _fill(np.dtype(dtype))
+        out = np.empty((size, *extra), dtype=dtype)
+        out[...] = fill
+        return out
+
+    def put(self, idx: np.ndarray, a: np.ndarray) -> None:
+        extra = tuple(np.maximum(self.data.shape[1:], a.shape[1:])) if a.ndim > 1 else ()
+        dtype = object if self.strings else np.result_type(self.data.dtype, a.dtype)
+        if extra != self.data.shape[1:] or dtype != self.data.dtype:
+            grown = self._empty(len(self.data), extra, dtype)
+            grown[(slice(None), *(slice(0, s) for s in self.data.shape[1:]))] = self.data
+            self.data = grown
+        self.data[(idx, *(slice(0, s) for s in a.shape[1:]))] = a
 
 
-def build_dataset(config: SweepConfig, chunks: list[tuple[np.ndarray, dict]]) -> xr.Dataset:
+def build_dataset(config: SweepConfig, chunks: Iterable[tuple[np.ndarray, dict]], *,
+                  fingerprint: str | None = None, fingerprint_json: str | None = None) -> xr.Dataset:
     """Assemble the chunks' records into one Dataset over the grid (vectors padded with NaN).
+
+    Chunks are consumed one at a time (an iterator of chunks read from disk holds one chunk in memory,
+    beside the dataset's own arrays).
 
     **Arguments:**
 
     - `config`: the sweep.
     - `chunks`: `(flat positions of the chunk's points, their records)` for every chunk.
+    - `fingerprint`, `fingerprint_json`: the sweep's fingerprint (`_store.fingerprint`), stored in the
+      attributes (default: the config's own `fingerprint()`).
     """
     shape = tuple(len(v) for _, v in config.axes)
     size = int(np.prod(shape, dtype=int))
     dims = config.axis_names
-    names, boundaries = _boundary_table(chunks)
-    chunks = [(idx, {**rec, "boundaries": table}) for (idx, rec), table in zip(chunks, boundaries)]
+    tables: dict[str, _Table] = {}
+    boundary_names: dict[str, int] = {}
+    for idx, rec in chunks:
+        names = [str(n) for n in rec.get("boundary_names", ())]
+        for name in names:
+            boundary_names.setdefault(name, len(boundary_names))
+        for name, a in rec.items():
+            if name in _SKIP or name in dims:
+                continue
+            if name == "boundaries":
+                # Re-index by the union of the names (first appearance first).
+                table = np.full((len(a), len(boundary_names)), np.nan)
+                for j, n in enumerate(names):
+                    table[:, boundary_names[n]] = a[:, j]
+                a = table
+                if not boundary_names:
+                    continue
+            if name not in tables:
+                tables[name] = _Table(size, a)
+            tables[name].put(idx, a)
     data_vars = {}
-    for name in dict.fromkeys(k for _, rec in chunks for k in rec):
-        if name in _SKIP or name in dims or (name == "boundaries" and not names):
-            continue
-        parts = [(idx, rec[name]) for idx, rec in chunks if name in rec]
-        strings = parts[0][1].dtype.kind in "US"
-        extra = tuple(np.max([a.shape[1:] for _, a in parts], axis=0)) if parts[0][1].ndim > 1 else ()
-        if strings:
-            out = np.full((size, *extra), "", dtype=object)
-        else:
-            dtype = np.result_type(*[a.dtype for _, a in parts])
-            out = np.full((size, *extra), _fill(dtype), dtype=dtype)
-        for idx, a in parts:
-            out[(idx, *(slice(0, s) for s in a.shape[1:]))] = a
-        out = out.reshape(shape + extra)
-        data_vars[name] = (dims + _extra_dims(name, len(extra)), out.astype(str) if strings else out)
+    for name, t in tables.items():
+        extra = t.data.shape[1:]
+        out = t.data.reshape(shape + extra)
+        data_vars[name] = (dims + _extra_dims(name, len(extra)), out.astype(str) if t.strings else out)
     coords = {name: _coordinate(values) for name, values in config.axes}
-    if names:
-        coords["boundary"] = np.asarray(names)
+    if boundary_names:
+        coords["boundary"] = np.asarray(list(boundary_names))
     attrs = {
         "title": config.name,
         "ufm_jax_version": __version__,
-        "fingerprint": config.fingerprint(),
+        "fingerprint": fingerprint or config.fingerprint(),
+        "fingerprint_json": fingerprint_json or "{}",
         "config_toml": config.to_toml(),
         "config_json": config.to_json(),
         "status_names": json.dumps([s.name for s in Status]),
@@ -158,10 +186,41 @@ def save_dataset(ds: xr.Dataset, path: str | Path) -> None:
         ds.to_netcdf(tmp, engine="h5netcdf")
 
 
-def load_dataset(path: str | Path) -> xr.Dataset:
-    """Read a sweep's dataset.nc into memory."""
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        return ds.load()
+# What the netCDF/HDF5 stack raises on a damaged file varies with the damage (an unreadable header, a
+# bad B-tree node, a missing attribute): every one of these means "not a readable dataset".
+_PARSE_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError, EOFError)
+
+
+def load_dataset(path: str | Path, *, verify: bool = True) -> xr.Dataset:
+    """Read a sweep's dataset.nc into memory.
+
+    With `verify`, a dataset listed in the `manifest.sha256` beside it must match its hash.
+
+    **Raises:** `DamagedFileError` (one line naming the file) when the bytes do not match, or the file
+    is not a readable netCDF dataset; `FileNotFoundError` when it does not exist.
+    """
+    path = Path(path)
+    source: str | Path | io.BytesIO = path
+    if verify:
+        manifest = Manifest(path.parent)
+        if path.name in manifest.entries:
+            data, why = manifest.read(path.name)
+            if why == "missing":
+                raise FileNotFoundError(f"{path}: no such dataset.")
+            if data is None:
+                raise DamagedFileError(f"{path} is {why}: it does not match its checksum in "
+                                       f"{manifest.path}.")
+            source = io.BytesIO(data)
+    if isinstance(source, Path) and not path.is_file():
+        raise FileNotFoundError(f"{path}: no such dataset.")
+    try:
+        with xr.open_dataset(source, engine="h5netcdf") as ds:
+            ds = ds.load()
+    except _PARSE_ERRORS as e:
+        raise DamagedFileError(f"{path} is not a readable dataset ({type(e).__name__}: {e}).") from None
+    if "config_json" not in ds.attrs or "axes" not in ds.attrs:
+        raise DamagedFileError(f"{path} is not a sweep dataset (no config_json or axes attribute).")
+    return ds
 
 
 def to_dataframe(ds: xr.Dataset) -> pd.DataFrame:

@@ -1,18 +1,21 @@
 """The points of a sweep, their compiled groups and chunks; all in NumPy, before any compile.
 
 A *point* is one problem: the fixed problem values plus one value of every axis, built into a `Problem`
-by the family preset (class sizes from the two-cluster keys, `λ_W, λ_H` from `λ_Z`). Points are made on
-demand from their position (`Grid.point`), chunk by chunk: a plan holds positions, never the points.
+by the family preset (class sizes from the two-cluster keys, `λ_W, λ_H` from `λ_Z`). A plan holds
+positions, never points: a chunk's problems are made when the chunk is solved (`Grid.batch`), in NumPy
+and vectorised over the chunk, so planning and memory do not grow with the grid.
 
 Points whose problems have the same static structure (`ufm_jax._problem.structure`: loss, bias, H >= 0,
 d, widths, K and the array shapes) form one *group*: one compiled program. Explicit problems of a group
-differ in their column count only; they are padded (`pad_columns`) to the group's widest. A group is cut
-into *chunks* of equal size (the last one padded by repeating its last point), so every chunk of a group
-reuses the group's program.
+differ in their column count only; they are padded to the group's widest. A group is cut into *chunks*
+of equal size (the last one padded by repeating its last point), so every chunk of a group reuses the
+group's program.
 
-Only some axes can change a structure or make a point invalid: `dim`, `depth`, `widths` and the class
-sizes (`class_sizes`, `k_a`, `k_b`, `n_a`, `n_b`, `ratio`, `n_total`). Grouping and checking iterate
-over those axes alone; the others (every `λ`, `seed`) only change array values.
+Only the *shape axes* (`dim`, `depth`, `widths`, `class_sizes`, `k_a`, `k_b`) can change a structure;
+the *size axes* (`n_a`, `n_b`, `ratio`, `n_total`) can make class sizes invalid or widen an explicit
+problem. Grouping iterates over the shape axes' values and checks the size axes vectorised; every other
+axis (each `λ`, `seed`) only changes array values, and the `λ`'s are checked at the extremes of their
+axes.
 """
 
 from __future__ import annotations
@@ -29,13 +32,18 @@ from typing import Any
 import jax
 import numpy as np
 
+from .. import _validation as V
 from .._families import PRESETS
-from .._problem import Problem, pad_columns, structure
+from .._memory import point_bytes
+from .._problem import MAX_EXPLICIT_COLUMNS, Problem, structure
 from ._config import SweepConfig, SweepConfigError
 
-STRUCTURAL_AXES = ("dim", "depth", "widths", "class_sizes", "k_a", "k_b", "n_a", "n_b", "ratio",
-                   "n_total")
-"""Axes whose values can change a point's structure (or make its class sizes invalid)."""
+SHAPE_AXES = ("dim", "depth", "widths", "class_sizes", "k_a", "k_b")
+"""Axes whose values can change a point's structure (its compiled program)."""
+SIZE_AXES = ("n_a", "n_b", "ratio", "n_total")
+"""Axes whose values change the class sizes (and can make them invalid), not the structure."""
+STRUCTURAL_AXES = SHAPE_AXES + SIZE_AXES
+LAMBDA_AXES = ("lam_w", "lam_h", "lam_b", "lam_z", "lam_ratio")
 
 LABELS = ("lam_z", "lam_ratio", "n_a", "n_b", "ratio", "n_total")
 """The derived numbers a point carries for the dataset (NaN where they do not apply)."""
@@ -78,67 +86,151 @@ class Point:
 
 
 def _describe(values: Mapping) -> str:
-    text = ", ".join(f"{k}={json.dumps(list(v)) if isinstance(v, tuple) else repr(v)}"
-                     for k, v in values.items())
+    def show(v):
+        if isinstance(v, tuple):
+            return json.dumps(list(v))
+        return repr(v.item() if isinstance(v, np.generic) else v)
+
+    text = ", ".join(f"{k}={show(v)}" for k, v in values.items())
     return f"point ({text or 'the fixed problem'})"
 
 
-def _class_sizes(p: dict, where: str) -> tuple[list[float], dict[str, float]]:
-    """The class sizes of a point, and its two-cluster labels."""
+# ---- the numbers of points, vectorised -------------------------------------------------------------------
+
+
+def _column(p: Mapping, key: str, n: int) -> np.ndarray | None:
+    """`p[key]` as a float64 vector of length `n` (a fixed value repeated), or None if absent."""
+    v = p.get(key)
+    return None if v is None else np.broadcast_to(np.asarray(v, np.float64), (n,))
+
+
+def _numbers(p: Mapping, n: int, explicit: bool) -> dict[str, np.ndarray]:
+    """The numbers of `n` points that share one K: `p` maps each problem key to a fixed value or to an
+    array (list) of `n` values. Returns `sizes (n, K)`, `lam_w (n, L)` (L = 1 when one value serves every
+    layer), `lam_h (n,)`, `lam_b (n,)` or absent, and the labels.
+
+    Invalid class sizes are marked, not raised: `bad` holds a message per point (empty when valid), so
+    that the caller can name the first bad point.
+    """
+    out: dict[str, np.ndarray] = {}
+    bad = np.zeros(n, dtype=object)
+    bad[:] = ""
+    nan = np.full(n, np.nan)
     if "class_sizes" in p:
-        sizes = [float(x) for x in p["class_sizes"]]
-        return sizes, {"n_a": math.nan, "n_b": math.nan, "ratio": math.nan}
-    k_a, k_b = p["k_a"], p["k_b"]
-    n_a, n_b, r, total = (p.get(k) for k in ("n_a", "n_b", "ratio", "n_total"))
-    if n_a is None and n_b is not None and r is not None:
-        n_a = r * n_b
-    elif n_b is None and n_a is not None and r is not None:
-        n_b = n_a / r
-    elif r is not None and total is not None:
-        n_b = total / (k_a * r + k_b)
-        n_a = r * n_b
-    elif total is not None:
-        if n_a is not None:
-            n_b = (total - k_a * n_a) / k_b
-        else:
-            n_a = (total - k_b * n_b) / k_a
-    if not (n_a > 0 and n_b > 0):
-        raise SweepConfigError(f"{where}: n_a={n_a!r}, n_b={n_b!r}: class sizes must be > 0 (n_total is "
-                               "too small).")
-    return [float(n_a)] * k_a + [float(n_b)] * k_b, {"n_a": n_a, "n_b": n_b, "ratio": n_a / n_b}
+        sizes = np.asarray(p["class_sizes"], np.float64)
+        sizes = np.broadcast_to(sizes, (n, sizes.shape[-1])).copy()
+        n_a, n_b, ratio = nan, nan, nan
+    else:
+        k_a, k_b = (np.broadcast_to(np.asarray(p[k], np.int64), (n,)) for k in ("k_a", "k_b"))
+        n_a, n_b, r, total = (_column(p, k, n) for k in ("n_a", "n_b", "ratio", "n_total"))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if n_a is None and n_b is not None and r is not None:
+                n_a = r * n_b
+            elif n_b is None and n_a is not None and r is not None:
+                n_b = n_a / r
+            elif r is not None and total is not None:
+                n_b = total / (k_a * r + k_b)
+                n_a = r * n_b
+            elif total is not None:
+                if n_a is not None:
+                    n_b = (total - k_a * n_a) / k_b
+                else:
+                    n_a = (total - k_b * n_b) / k_a
+            ratio = n_a / n_b
+        wrong = ~((n_a > 0) & (n_b > 0) & np.isfinite(n_a) & np.isfinite(n_b))
+        for i in np.flatnonzero(wrong)[:1]:
+            bad[i] = (f"n_a={n_a[i]!r}, n_b={n_b[i]!r}: class sizes must be finite and > 0 (n_total is "
+                      "too small)")
+        num_classes = int(k_a[0] + k_b[0])
+        sizes = np.where(np.arange(num_classes) < k_a[:, None], n_a[:, None], n_b[:, None])
+    if explicit:
+        rounded = np.round(sizes)
+        with np.errstate(invalid="ignore"):
+            fractional = np.any(np.abs(sizes - rounded) > 1e-9 * np.maximum(1, rounded), axis=1)
+        for i in np.flatnonzero(fractional & (bad == ""))[:1]:
+            bad[i] = (f"class sizes {sizes[i].tolist()} are not integers; explicit mode needs integer n_k "
+                      "(set problem.per_class for weighted mode)")
+        wide = np.max(rounded, axis=1) > MAX_EXPLICIT_COLUMNS
+        for i in np.flatnonzero(wide & (bad == ""))[:1]:
+            bad[i] = (f"class sizes {sizes[i].tolist()}: explicit mode allows n_k <= "
+                      f"{MAX_EXPLICIT_COLUMNS:.0e} columns (set problem.per_class for weighted mode)")
+        sizes = rounded
+    if "lam_z" in p:
+        lam_z = _column(p, "lam_z", n)
+        rho = _column(p, "lam_ratio", n) if "lam_ratio" in p else np.ones(n)
+        lam_w, lam_h = (lam_z * np.sqrt(rho))[:, None], lam_z / np.sqrt(rho)
+    else:
+        w = p["lam_w"]
+        lam_w = (np.asarray([list(x) if isinstance(x, tuple) else [x] for x in w], np.float64)
+                 if isinstance(w, (list, np.ndarray)) else np.asarray([w], np.float64).reshape(1, -1))
+        lam_w = np.broadcast_to(lam_w, (n, lam_w.shape[1]))
+        lam_h = _column(p, "lam_h", n)
+    out.update(sizes=sizes, lam_w=lam_w, lam_h=lam_h, bad=bad)
+    if "lam_b" in p:
+        out["lam_b"] = _column(p, "lam_b", n)
+    with np.errstate(over="ignore"):
+        out.update(lam_z=np.sqrt(lam_w[:, 0] * lam_h), lam_ratio=lam_w[:, 0] / lam_h, n_a=n_a, n_b=n_b,
+                   ratio=ratio, n_total=np.sum(sizes, axis=1))
+    return out
+
+
+def _fixed(config: SweepConfig) -> dict[str, Any]:
+    return config.problem.given()
 
 
 def make_point(config: SweepConfig, values: Mapping[str, Any], index: tuple[int, ...] = ()) -> Point:
-    """The point of `config` with axis values `values` (any values, on the grid or not).
+    """The point of `config` with axis values `values` (any values, on the grid or not), its problem
+    built and checked by `make_problem` (in the working precision).
 
     **Raises:** `SweepConfigError` naming the point when its problem cannot be built.
     """
-    p = {**config.problem.given(), **values}
+    return _make_point(config, values, index)
+
+
+def _make_point(config: SweepConfig, values: Mapping[str, Any], index: tuple[int, ...] = (),
+                per_class: int | None = None) -> Point:
+    """`make_point`, optionally with `per_class` in place of the config's (a cheap probe of a point
+    whose explicit problem would be large: every number is checked, no sample column is made)."""
+    p = {**_fixed(config), **values}
+    if per_class is not None:
+        p["per_class"] = per_class
     where = _describe(values)
-    sizes, labels = _class_sizes(p, where)
-    per_class = p.get("per_class")
-    if per_class is None:
-        rounded = np.round(sizes)
-        if np.any(np.abs(np.asarray(sizes) - rounded) > 1e-9 * np.maximum(1, rounded)):
-            raise SweepConfigError(f"{where}: class sizes {sizes} are not integers; explicit mode needs "
-                                   "integer n_k (set problem.per_class for weighted mode).")
-        sizes = [float(x) for x in rounded]
-    if "lam_z" in p:
-        rho = p.get("lam_ratio", 1.0)
-        lam_w, lam_h = p["lam_z"] * math.sqrt(rho), p["lam_z"] / math.sqrt(rho)
-    else:
-        lam_w, lam_h = p["lam_w"], p["lam_h"]
-    lam_w1 = lam_w[0] if isinstance(lam_w, tuple) else lam_w
-    labels.update(lam_z=math.sqrt(lam_w1 * lam_h), lam_ratio=lam_w1 / lam_h, n_total=float(sum(sizes)))
+    num = _numbers(p, 1, explicit=p.get("per_class") is None)
+    if num["bad"][0]:
+        raise SweepConfigError(f"{where}: {num['bad'][0]}.")
+    lam_w = num["lam_w"][0]
     build = PRESETS[p["family"]].preset(p["family"])
     try:
-        problem = build(sizes, p["dim"], lam_w=lam_w, lam_h=lam_h, lam_b=p.get("lam_b"),
-                        free_bias=p["free_bias"], widths=p.get("widths"), depth=p.get("depth"),
-                        per_class=per_class)
+        problem = build([float(x) for x in num["sizes"][0]], p["dim"],
+                        lam_w=float(lam_w[0]) if lam_w.size == 1 else [float(x) for x in lam_w],
+                        lam_h=float(num["lam_h"][0]), lam_b=p.get("lam_b"), free_bias=p["free_bias"],
+                        widths=p.get("widths"), depth=p.get("depth"), per_class=p.get("per_class"))
     except ValueError as e:
         raise SweepConfigError(f"{where}: {e}") from None
     seed = int(p.get("seed", config.solver.seed))
-    return Point(tuple(index), dict(values), problem, seed, {k: float(labels[k]) for k in LABELS})
+    return Point(tuple(index), dict(values), problem, seed, {k: float(num[k][0]) for k in LABELS})
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Batch:
+    """The points of one chunk, made together in NumPy (no JAX array per point).
+
+    **Fields:**
+
+    - `flat`: their flat positions in the grid.
+    - `problem`: their stacked `Problem` (leading axis = point; NumPy leaves in the working precision;
+      explicit problems padded to the group's width).
+    - `seeds`: each point's PRNG seed (int64).
+    - `labels`: `LABELS` → one float64 value per point.
+    """
+
+    flat: np.ndarray
+    problem: Problem
+    seeds: np.ndarray
+    labels: Mapping[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.flat)
 
 
 class Grid:
@@ -164,6 +256,77 @@ class Grid:
     def points(self, flats) -> list[Point]:
         return [self.point(int(i)) for i in flats]
 
+    def describe(self, flat: int) -> str:
+        index = self.index(int(flat))
+        return _describe({name: self.values[a][i] for a, (name, i) in enumerate(zip(self.names, index))})
+
+    def _axis_values(self, a: int, idx: np.ndarray):
+        values = self.values[a]
+        if isinstance(values[0], tuple):
+            return [values[i] for i in idx]
+        return np.asarray(values)[idx]
+
+    def batch(self, flats, group: Group) -> Batch:
+        """The points at `flats` (all of `group`) as one stacked problem, made in NumPy.
+
+        **Raises:** `SweepConfigError` naming the first point whose problem is invalid in the working
+        precision (e.g. a `λ` that underflows to 0 in float32).
+        """
+        flats = np.asarray(flats, dtype=np.int64)
+        n = len(flats)
+        index = np.unravel_index(flats, self.shape) if self.shape else ()
+        p: dict[str, Any] = dict(_fixed(self.config))
+        for a, name in enumerate(self.names):
+            p[name] = self._axis_values(a, index[a])
+        example = group.example
+        num = _numbers(p, n, explicit=not example.weighted)
+        first_bad = np.flatnonzero(num["bad"] != "")
+        if first_bad.size:
+            i = int(first_bad[0])
+            raise SweepConfigError(f"{self.describe(flats[i])}: {num['bad'][i]}.")
+        dtype = example.lam_h.dtype
+        sizes = num["sizes"]
+        depth = example.depth
+        lam_w = np.broadcast_to(num["lam_w"], (n, depth)) if num["lam_w"].shape[1] == 1 else num["lam_w"]
+        if lam_w.shape[1] != depth:
+            raise SweepConfigError(f"{self.describe(flats[0])}: lam_w has {lam_w.shape[1]} values, "
+                                   f"expected one or L = {depth}.")
+        if example.weighted:
+            m = example.columns_per_class
+            weights = np.repeat((sizes / m)[:, :, None], m, axis=2)
+        else:
+            weights = (np.arange(example.columns_per_class) < sizes[:, :, None]).astype(np.float64)
+        lam_b = num.get("lam_b", np.ones(n))
+        checks = [("class_sizes", sizes), ("class_sizes", sizes.sum(axis=1)), ("lam_w", lam_w),
+                  ("lam_h", num["lam_h"]), ("lam_b", lam_b)]
+        if example.weighted:
+            checks.append(("class_sizes", weights[:, :, 0]))
+        for name, values in checks:
+            per_point = values.reshape(n, -1)
+            for i in np.flatnonzero(np.any(V.unrepresentable(per_point, dtype), axis=1))[:1]:
+                try:
+                    V.representable(name, per_point[i], dtype, shown=_shown(per_point[i]))
+                except ValueError as e:
+                    raise SweepConfigError(f"{self.describe(flats[i])}: {e}") from None
+
+        def leaf(x):
+            return np.asarray(x, dtype=dtype)
+
+        problem = dataclasses.replace(example, class_sizes=leaf(sizes), column_weights=leaf(weights),
+                                      lam_w=leaf(lam_w), lam_h=leaf(num["lam_h"]), lam_b=leaf(lam_b))
+        seed = p.get("seed", self.config.solver.seed)
+        seeds = np.broadcast_to(np.asarray(seed, dtype=np.int64), (n,)).copy()
+        labels = {k: np.asarray(num[k], np.float64) for k in LABELS}
+        return Batch(flats, problem, seeds, labels)
+
+
+def _shown(values: np.ndarray):
+    return float(values[0]) if values.size == 1 else values.tolist()
+
+
+
+# ---- groups --------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Group:
@@ -176,7 +339,10 @@ class Group:
     - `indices`: the points' flat positions in the grid, ascending.
     - `columns`: the width explicit problems are padded to (`None` when weighted).
     - `chunk_size`: points per chunk.
-    - `example`: the problem of one point, padded (to size chunks and check the solver).
+    - `example`: the group's problem without numbers (`jax.ShapeDtypeStruct` leaves, explicit ones
+      as wide as the group's widest point): its statics, shapes and dtype size chunks, check the
+      solver and shape each chunk's `Grid.batch`.
+    - `point_bytes`: the estimated peak memory of one point's solve (`ufm_jax._memory.point_bytes`).
     """
 
     key: tuple
@@ -185,6 +351,7 @@ class Group:
     columns: int | None
     chunk_size: int
     example: Problem
+    point_bytes: int = 0
 
     @property
     def num_chunks(self) -> int:
@@ -194,12 +361,28 @@ class Group:
         """The flat positions of chunk `i`."""
         return self.indices[i * self.chunk_size:(i + 1) * self.chunk_size]
 
+    @property
+    def batch_bytes(self) -> int:
+        """The estimated peak memory of one chunk's solve."""
+        return self.chunk_size * self.point_bytes
+
 
 def group_key(problem: Problem) -> tuple:
     """`structure(problem)` without the column count of an explicit problem (padding equalises it)."""
     if not problem.weighted:
-        problem = dataclasses.replace(problem, column_weights=problem.column_weights[:, :1])
+        w = problem.column_weights
+        problem = dataclasses.replace(problem, column_weights=jax.ShapeDtypeStruct((*w.shape[:-1], 1),
+                                                                                   w.dtype))
     return structure(problem)
+
+
+def _abstract(problem: Problem, columns: int) -> Problem:
+    """`problem` with shapes and dtypes for leaves (`jax.ShapeDtypeStruct`), `columns` columns per
+    class: what a group needs of its example (statics, shapes, dtype), without its numbers."""
+    example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), problem)
+    w = example.column_weights
+    return dataclasses.replace(example, column_weights=jax.ShapeDtypeStruct((w.shape[0], columns),
+                                                                            w.dtype))
 
 
 def _tag(problem: Problem, columns: int | None) -> str:
@@ -209,46 +392,115 @@ def _tag(problem: Problem, columns: int | None) -> str:
             f"-K{problem.num_classes}-{width}")
 
 
-def _chunk_size(config: SweepConfig, problem: Problem, count: int, num_devices: int) -> int:
-    """`run.chunk_size`, or sized to `run.memory_gb`: about `starts × params × 8 B × 40` per point
-    (L-BFGS history of 10 pairs, line search, vmap temporaries), at most 256 points, rounded up to a
-    multiple of the device count."""
+def _chunk_size(config: SweepConfig, per_point: int, count: int, num_devices: int) -> int:
+    """`run.chunk_size`, or as many points as `run.memory_gb` holds (at the estimated `per_point` bytes),
+    at most 256, rounded up to a multiple of the device count."""
     if config.run.chunk_size:
         return config.run.chunk_size
-    dims = problem.layer_dims
-    params = sum(a * b for a, b in zip(dims[:-1], dims[1:])) + problem.num_classes * (
-        problem.columns_per_class * problem.dim + 1)
-    per_point = config.solver.starts * params * 8 * 40
-    size = int(max(1, min(256, config.run.memory_gb * 2**30 // per_point, count)))
+    size = int(max(1, min(256, config.run.memory_gb * 2**30 // max(per_point, 1), count)))
     return -(-size // num_devices) * num_devices
+
+
+def _product_size(values: list[np.ndarray]) -> int:
+    return math.prod(len(v) for v in values)
+
+
+def _check_sizes(grid: Grid, shape_values: dict, size_axes: list[int], explicit: bool) -> int:
+    """Check the class sizes of every point that has these shape-axis values (vectorised over the size
+    axes' product) and return their largest class size (the explicit width)."""
+    config = grid.config
+    names = [grid.names[a] for a in size_axes]
+    grids = np.meshgrid(*[np.asarray(grid.values[a], np.float64) for a in size_axes], indexing="ij")
+    n = int(grids[0].size) if grids else 1
+    p = {**_fixed(config), **shape_values, **{name: g.ravel() for name, g in zip(names, grids)}}
+    p.pop("lam_w", None), p.pop("lam_h", None), p.pop("lam_z", None)
+    p["lam_w"], p["lam_h"] = 1.0, 1.0  # sizes only
+    num = _numbers(p, n, explicit)
+    first_bad = np.flatnonzero(num["bad"] != "")
+    sizes = num["sizes"]
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)  # the working precision
+    beyond = np.any(V.unrepresentable(sizes, dtype), axis=1) | V.unrepresentable(sizes.sum(axis=1), dtype)
+    for i in np.flatnonzero(beyond)[:1] if not first_bad.size else ():
+        num["bad"][i] = (f"class sizes {sizes[i].tolist()} (N = {sizes[i].sum():.3g}) are beyond the range "
+                         f"of {dtype.name}, the working precision")
+        first_bad = np.asarray([i])
+    if first_bad.size:
+        i = int(first_bad[0])
+        at = {**shape_values, **{name: float(g.ravel()[i]) for name, g in zip(names, grids)}}
+        raise SweepConfigError(f"{_describe(at)}: {num['bad'][i]}.")
+    return int(np.max(sizes))
+
+
+def _lambda_corners(grid: Grid) -> list[dict]:
+    """The extreme values of the `λ` axes, combined: every derived `λ` (`λ_W = λ_Z √ρ`, ...) is monotone
+    in each of them, so its smallest and largest values over the grid lie among these points."""
+    axes = [a for a, name in enumerate(grid.names) if name in LAMBDA_AXES
+            and not isinstance(grid.values[a][0], tuple)]
+    choices = [list(dict.fromkeys((min(grid.values[a]), max(grid.values[a])))) for a in axes]
+    return [dict(zip((grid.names[a] for a in axes), combo)) for combo in itertools.product(*choices)]
 
 
 def groups(grid: Grid, num_devices: int = 1) -> list[Group]:
     """Split the grid into groups (in order of first appearance) and size their chunks.
 
-    Builds one point per combination of the structural axes' values (checking it), not every point.
+    Iterates over the shape axes' values only (checking every point's class sizes vectorised), builds
+    one problem per group (and per extreme `λ`, to check the working precision), never every point.
+
+    **Raises:** `SweepConfigError` naming the first point that cannot be built.
     """
-    axes = [a for a, name in enumerate(grid.names) if name in STRUCTURAL_AXES]
+    config = grid.config
+    # Per-layer lam_w lists set the depth when neither depth nor widths is given: then a shape axis.
+    shape_axes = [a for a, name in enumerate(grid.names) if name in SHAPE_AXES
+                  or (name == "lam_w" and isinstance(grid.values[a][0], tuple))]
+    size_axes = [a for a, name in enumerate(grid.names) if name in SIZE_AXES]
+    explicit = config.problem.per_class is None
+    # Group by the numbers that make the structure (K, d, widths); one problem per group is built.
     combos: dict[tuple, list[tuple[int, ...]]] = {}
-    examples: dict[tuple, Problem] = {}
+    first: dict[tuple, dict] = {}
     columns: dict[tuple, int] = {}
-    for combo in itertools.product(*(range(grid.shape[a]) for a in axes)):
-        index = [0] * len(grid.shape)
-        for a, i in zip(axes, combo):
-            index[a] = i
-        problem = grid.point_at(tuple(index)).problem
-        key = group_key(problem)
-        combos.setdefault(key, []).append(combo)
-        examples.setdefault(key, problem)
-        columns[key] = max(columns.get(key, 0), problem.columns_per_class)
+    for combo in itertools.product(*(range(grid.shape[a]) for a in shape_axes)):
+        values = {grid.names[a]: grid.values[a][i] for a, i in zip(shape_axes, combo)}
+        p = {**_fixed(config), **values}
+        if "lam_w" in values and "depth" not in p and "widths" not in p:
+            p["depth"] = len(values["lam_w"])
+        num_classes = len(p["class_sizes"]) if "class_sizes" in p else p["k_a"] + p["k_b"]
+        widths = p.get("widths")
+        if widths is None:
+            widths = (p["dim"],) * (p.get("depth", _default_depth(p)) - 1)
+        static = (num_classes, p["dim"], tuple(widths))
+        largest = _check_sizes(grid, values, size_axes, explicit)
+        combos.setdefault(static, []).append(combo)
+        first.setdefault(static, combo)
+        columns[static] = max(columns.get(static, 0), largest)
+    corners = _lambda_corners(grid)
     out = []
-    for key, members in combos.items():
-        mask = np.zeros([grid.shape[a] for a in axes], dtype=bool)
+    for static, members in combos.items():
+        index = [0] * len(grid.shape)
+        for a, i in zip(shape_axes, first[static]):
+            index[a] = i
+        base = {name: grid.values[a][i] for a, (name, i) in enumerate(zip(grid.names, index))}
+        # Checked by make_problem as a one-column-per-class problem (a large explicit class is not
+        # written out here); the λ extremes too, which raise naming a λ the precision cannot hold.
+        probe = _make_point(config, base, tuple(index), per_class=1).problem
+        # The λ's do not depend on the group: their extremes are checked with the first one.
+        for corner in corners if not out else ():
+            if corner:
+                _make_point(config, {**base, **corner}, per_class=1)
+        width = columns[static] if explicit else None
+        example = _abstract(probe, config.problem.per_class if width is None else width)
+        if width is not None:
+            example = dataclasses.replace(example, weighted=False)
+        mask = np.zeros([grid.shape[a] for a in shape_axes], dtype=bool)
         mask[tuple(np.asarray(members).T)] = True
-        full = np.expand_dims(mask, [a for a in range(len(grid.shape)) if a not in axes])
+        full = np.expand_dims(mask, [a for a in range(len(grid.shape)) if a not in shape_axes])
         indices = np.flatnonzero(np.broadcast_to(full, grid.shape))
-        width = None if examples[key].weighted else columns[key]
-        example = examples[key] if width is None else pad_columns(examples[key], width)
-        size = _chunk_size(grid.config, example, len(indices), num_devices)
-        out.append(Group(key, _tag(example, width), indices, width, size, example))
+        per_point = point_bytes(example, config.solver.starts)
+        size = _chunk_size(config, per_point, len(indices), num_devices)
+        out.append(Group(group_key(example), _tag(example, width), indices, width, size, example,
+                         per_point))
     return out
+
+
+def _default_depth(p: Mapping) -> int:
+    lam_w = p.get("lam_w")
+    return len(lam_w) if isinstance(lam_w, tuple) and len(lam_w) > 1 else 1
