@@ -44,3 +44,11 @@ def count_traces(monkeypatch):
     monkeypatch.setattr(_solve, "minimise_batch", counting)
     _solve._compiled.cache_clear()
     return lambda: len(calls)
+
+
+@pytest.fixture(autouse=True)
+def _float64_after_each_test():
+    """`ufm solve --x32` run in-process (CliRunner) switches JAX to float32 for the whole process: every
+    test starts in float64 again."""
+    yield
+    jax.config.update("jax_enable_x64", True)

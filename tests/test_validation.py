@@ -143,8 +143,8 @@ def test_integer_inputs_are_range_checked(name, change):
 @pytest.mark.parametrize("args,name", [
     (["--classes", "5x0,5x2"], "--classes"),  # ran as K = 2
     (["--key", str(10**23)], "--key"),  # OverflowError
-    (["--lam-h", "1e-50"], "lam_h"),  # float32: "converged" at the W = 0 saddle
-    (["--lam-w", "1e39"], "lam_w"),  # float32: an overflow warning, exit 0
+    (["--lam-h", "1e-50", "--x32"], "--lam-h"),  # float32: "converged" at the W = 0 saddle
+    (["--lam-w", "1e39", "--x32"], "--lam-w"),  # float32: an overflow warning, exit 0
     (["--layers", "5000"], "--layers"),
     (["--max-steps", "3000000000"], "--max-steps"),  # overflowed the compiled loop's counter
 ])

@@ -45,6 +45,9 @@ multi-start's `[/3, ×3]`: on twelve depth-2–4 imbalanced CE problems (64 star
 512), the global basin's hits rose on the hard ones (1 → 7, 7 → 10, 3 → 4 of 64) and stayed level on
 the rest; in deep models some global basins are reached mainly from large starts (scale 3–10)."""
 
+ROUND_STARTS = 16
+"""Random starts per problem and round of a search (the most starts it solves at once per problem)."""
+
 NOT_DRAWN = -1
 """The `seed_status` of a start a search did not draw (the search stopped before it); its objective is
 NaN. `ufm_jax.check` counts only drawn starts."""
@@ -59,7 +62,7 @@ def search(
     agree: int = AGREE,
     min_starts: int | None = None,
     max_unseen: float = MAX_UNSEEN,
-    round_starts: int = 16,
+    round_starts: int = ROUND_STARTS,
     init_scale: float = 1.0,
     shard: bool = True,
     slots: int | None = None,
@@ -100,7 +103,10 @@ def search(
     batched = problem.lam_h.ndim == 1
     num = batch_size(problem)
     problems = [jax.tree.map(lambda x: x[i], problem) for i in range(num)] if batched else [problem]
-    drawn = [reduce_problem(p) if reduce and p.columns_per_class > 1 else p for p in problems]
+    # The rounds solve the one-column reduction (exact); only each problem's best point is written out
+    # to every sample column and verified on the full problem, once, at the end.
+    reduced = reduce and problem.columns_per_class > 1
+    work = [reduce_problem(p) for p in problems] if reduced else problems
     words = key_words(key, num, batched)
     theories = [analytic_solution(p) for p in problems]
     options = dict(solver=solver, shard=shard, slots=slots, reduce=reduce, history=history)
@@ -117,14 +123,14 @@ def search(
             if rounds == 0:  # one random start: a certified problem stops here
                 group, count = [], 1
             else:
-                group = [_as_start(s, drawn[i]) for s in structured_starts(problems[i])] if rounds == 1 else []
+                group = [_as_start(s, work[i]) for s in structured_starts(problems[i])] if rounds == 1 else []
                 group = group[:room]
                 count = max(0, min(round_starts, room) - len(group))
             scales = start_scales(init_scale, count, high=SEARCH_HIGH_SCALE)
-            group += [init_params(drawn[i], words[i], scales[j], index=randoms[i] + j) for j in range(count)]
+            group += [init_params(work[i], words[i], scales[j], index=randoms[i] + j) for j in range(count)]
             randoms[i] += count
             starts[i] = group
-        state.add(*_solve_starts(problems, starts, options))
+        state.add(*_solve_starts(work, starts, options))
         rounds += 1
         todo = [i for i in range(num)
                 if not state.done(i, theories[i], max_starts, agree, min_starts, max_unseen)]
@@ -134,7 +140,23 @@ def search(
             callback({"round": rounds, "starts": sum(state.count(i) for i in range(num)),
                       "remaining": len(todo), "best": [state.best(i)[0] for i in range(num)],
                       "seconds": seconds, "eta_s": left * seconds / rounds})
-    return state.solution(problem, batched, rounds)
+    found = state.solution(problem if not reduced else reduce_problem(problem), batched, rounds)
+    return _write_out(found, problem, options) if reduced else found
+
+
+def _write_out(found: Solution, problem: Problem, options: dict) -> Solution:
+    """The search's best points (of the one-column reduction) written out to every sample column of
+    `problem` and verified there: `solve` from each best point (already converged: it stops at once, or
+    polishes where round-off on the full problem needs it)."""
+    full = solve(problem, options["solver"], start=found.params, shard=options["shard"],
+                 slots=options["slots"], reduce=True)
+    timing = {**found.timing, "compile_s": found.timing["compile_s"] + full.timing["compile_s"],
+              "solve_s": found.timing["solve_s"] + full.timing["solve_s"], "reduced": True}
+    return Solution(params=full.params, objective=full.objective, grad_norm=full.grad_norm,
+                    iterations=found.iterations + full.iterations, status=full.status,
+                    seed_objectives=found.seed_objectives, seed_status=found.seed_status,
+                    objective_spread=found.objective_spread, problem=full.problem, timing=timing,
+                    history=found.history)
 
 
 def _as_start(params: Params, drawn: Problem) -> Params:

@@ -12,6 +12,7 @@ import typer
 
 from . import _validation as V
 from ._json import jsonable
+from ._search import ROUND_STARTS
 from .solve import ALIASES, SOLVERS
 
 from .sweep import _cli as _sweep_cli
@@ -156,8 +157,9 @@ def solve(
                              f"{len(lam_w_list)}.")
         if width_list is not None and len(width_list) != layers - 1:
             raise ValueError(f"--widths={widths!r} is not allowed: expected L - 1 = {layers - 1} values.")
-        check_solve(sizes, dim, layers=layers, widths=width_list, per_class=per_class, seeds=seeds, key=key,
-                    max_steps=max_steps)
+        # The memory of the most starts solved at once: `--seeds`, or a search round.
+        check_solve(sizes, dim, layers=layers, widths=width_list, per_class=per_class,
+                    seeds=ROUND_STARTS if seeds is None else seeds, key=key, max_steps=max_steps)
         problem = u.make_problem(
             loss, sizes, dim, lam_w=lam_w_list if len(lam_w_list) > 1 else lam_w_list[0], lam_h=lam_h,
             lam_b=lam_b, free_bias=free_bias, widths=width_list, depth=layers, nonneg=nonneg,

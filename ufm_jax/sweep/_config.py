@@ -36,7 +36,10 @@ Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full e
                                        # projected_gradient, or lockstep | gd | pg (stored canonical)
     max_steps = 5000                   # default: the method's own
     gtol = 1e-9                        # default: the method's own
-    starts = 1                         # random starts per point (the best is kept)
+    starts = 32                        # exactly this many random starts per point (the best is kept);
+                                       # omitted: the adaptive search (ufm_jax.search), as below
+    max_starts = 64                    # adaptive search: at most this many starts per point
+    agree = 3                          # adaptive search without a theory: hits of the best needed
     seed = 0                           # PRNG seed when `seed` is not an axis
     init_scale = 1.0
 
@@ -88,6 +91,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 
 from .. import _validation as V
 from .._families import FAMILIES, PRESETS, Family
+from .._basins import MIN_STARTS
+from .._search import ROUND_STARTS
 from ..solve import DEFAULT_SLOTS, canonical_solver_name
 
 
@@ -239,9 +244,32 @@ class SolverSection(_Section):
     method: StrictStr = "auto"
     max_steps: _checked(_count, int | None) = None
     gtol: _checked(_positive, float | None) = None
-    starts: Count = 1
+    starts: _checked(_count, int | None) = None
+    max_starts: Count = 64
+    agree: Count = 3
     seed: _checked(_seed, int) = 0
     init_scale: Positive = 1.0
+
+    @property
+    def most_starts(self) -> int:
+        """The most starts a point may draw (`starts`, or the search's `max_starts`): for estimates."""
+        return self.starts if self.starts is not None else self.max_starts
+
+    @property
+    def batch_starts(self) -> int:
+        """The most starts of a point solved at once (`starts`, or a search round's): for memory."""
+        return self.starts if self.starts is not None else ROUND_STARTS
+
+    @property
+    def rule(self) -> dict:
+        """The evidence rule of the adaptive search (`ufm_jax.check`'s `agree`, `min_starts`)."""
+        return {"agree": self.agree, "min_starts": min(MIN_STARTS, self.max_starts)}
+
+    @pydantic.model_validator(mode="after")
+    def _agree_fits(self):
+        if self.agree > self.max_starts:
+            raise _Invalid("solver", "agree", f"{self.agree}: expected at most max_starts = {self.max_starts}.")
+        return self
 
     @pydantic.field_validator("method")
     @classmethod

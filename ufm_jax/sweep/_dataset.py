@@ -46,6 +46,16 @@ DESCRIPTIONS = {
     "dead_classes": "classes whose mean norm is <= 1e-6 of the largest",
     "boundaries": "the theory's phase boundaries of the point's problem (ufm_jax.phase_boundaries), in "
                   "lam_z units along its (lam_w, lam_h) ray; NaN: the point has no such boundary",
+    "evidence": "what the answer rests on: theorem | convex | search | none (ufm_jax.Evidence)",
+    "confident": "theorem/convex: certified; search: enough starts agree and the Hessian check passed",
+    "starts": "starts drawn for the point",
+    "hits": "starts that reached the best value",
+    "hit_fraction": "hits / starts: the share of starts whose basin holds the best value found",
+    "minima": "distinct local-minimum values the starts found",
+    "hessian_min_eig": "smallest Hessian eigenvalue off the symmetries at the returned point (no theory)",
+    "unseen_mass": "Good-Turing estimate of the start mass leading to basins not seen",
+    "seed_objectives": "every start's final objective (NaN: not drawn)",
+    "seed_status": "every start's status code (-1: not drawn)",
 }
 
 
@@ -171,6 +181,13 @@ def axes(ds: xr.Dataset) -> list[str]:
     return json.loads(ds.attrs["axes"])
 
 
+def confident_searches(ds: xr.Dataset) -> int:
+    """Points without a theory whose search is confident (`evidence == "search"` and `confident`)."""
+    if "evidence" not in ds or "confident" not in ds:
+        return 0
+    return int(np.sum((np.asarray(ds["evidence"]) == "search") & np.asarray(ds["confident"]).astype(bool)))
+
+
 def count(ds: xr.Dataset) -> tuple[int, int, int]:
     """(certified, not certified, failed): failed = the solver did not converge."""
     status = np.asarray(ds["status"]).ravel()
@@ -253,6 +270,28 @@ def _show(v) -> str:
     return str(v)
 
 
+def _weak_evidence(ds: xr.Dataset, dims: list[str]) -> list[str]:
+    """The points whose evidence is weak: neither certified nor a confident search."""
+    if "evidence" not in ds:
+        return []
+    confident = np.asarray(ds["confident"]).astype(bool)
+    weak = [idx for idx in np.ndindex(*confident.shape) if not confident[idx]]
+    if not weak:
+        return ["Every point's evidence is strong (certified, or a confident search).", ""]
+    cols = [x for x in ("evidence", "objective", "starts", "hits", "minima", "unseen_mass", "hessian_min_eig")
+            if x in ds]
+    lines = ["## Weak evidence", "",
+             f"{len(weak)} points are neither certified nor backed by a confident search "
+             "(`ufm_jax.Evidence`): a theory's minimum not reached, or too few starts agree, or unseen "
+             "basins may remain, or the Hessian check did not pass.", "",
+             "| " + " | ".join(dims + cols) + " |", "|" + "---|" * (len(dims) + len(cols))]
+    for idx in weak:
+        cells = [_show(ds[d].values[i]) for d, i in zip(dims, idx)]
+        cells += [_show(np.asarray(ds[x])[idx]) for x in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def report(ds: xr.Dataset) -> str:
     """Markdown: the summary, then every point that is not certified and why."""
     dims = axes(ds)
@@ -262,12 +301,18 @@ def report(ds: xr.Dataset) -> str:
              f"ufm_jax {ds.attrs.get('ufm_jax_version')}, axes: {', '.join(dims) or '(none)'}.", "",
              f"**{total} points: {c} certified, {nc} not certified, {f} failed** "
              "(failed: the solver did not converge).", ""]
+    confident = confident_searches(ds)
+    if confident:
+        lines[-2] += (f" {confident} of the not certified have no theory and a confident search (enough "
+                      "starts agree, the Hessian check passed).")
+    lines += _weak_evidence(ds, dims)
     status = np.asarray(ds["status"])
     cert = np.asarray(ds["certified"]).astype(bool) if "certified" in ds else np.zeros(status.shape, bool)
     bad = [idx for idx in np.ndindex(*status.shape) if not (cert[idx] and status[idx] == Status.converged)]
     if not bad:
         lines.append("Every point is certified.")
         return "\n".join(lines) + "\n"
+    lines += ["## Not certified", ""]
     cols = [x for x in ("status", "objective", "theory_objective", "gap", "grad_norm", "regime", "reason")
             if x in ds]
     lines.append("| " + " | ".join(dims + cols) + " |")

@@ -494,7 +494,7 @@ def groups(grid: Grid, num_devices: int = 1) -> list[Group]:
         mask[tuple(np.asarray(members).T)] = True
         full = np.expand_dims(mask, [a for a in range(len(grid.shape)) if a not in shape_axes])
         indices = np.flatnonzero(np.broadcast_to(full, grid.shape))
-        per_point = point_bytes(example, config.solver.starts)
+        per_point = point_bytes(example, config.solver.batch_starts)
         size = _chunk_size(config, per_point, len(indices), num_devices)
         out.append(Group(group_key(example), _tag(example, width), indices, width, size, example,
                          per_point))

@@ -62,16 +62,26 @@ def _choose_axes(ds, x: str | None, y: str | None) -> tuple[str | None, str | No
     return x, y
 
 
+def figure_metrics(config: SweepConfig, ds) -> list[str]:
+    """The metrics a sweep draws: the config's `[plot] metrics` (default: the family's `plot_metrics`),
+    and `hit_fraction` (the share of starts that reached each point's best value: where the landscape is
+    benign and where traps dominate) when some point drew several starts."""
+    metrics = [m for m in config.plot.metrics or () if m in ds]
+    if "hit_fraction" in ds and "hit_fraction" not in metrics and np.nanmax(np.asarray(ds["starts"])) > 1:
+        metrics.append("hit_fraction")
+    return metrics
+
+
 def plot_dataset(ds, folder: str | Path, metrics: list[str] | None = None) -> list[Path]:
     """Draw one figure per metric into `folder` (settings from the config's `[plot]`: metrics, default
-    the family's `plot_metrics`; axes; formats).
+    `figure_metrics`; axes; formats).
 
     **Returns:** the files written.
     """
     folder = Path(folder)
     config = SweepConfig.from_json(ds.attrs["config_json"])
     plot = config.plot
-    metrics = [m for m in (plot.metrics if metrics is None else metrics) if m in ds]
+    metrics = [m for m in (figure_metrics(config, ds) if metrics is None else metrics) if m in ds]
     x, y = _choose_axes(ds, plot.x, plot.y)
     written = []
     for metric in metrics:

@@ -65,13 +65,14 @@ from .._json import jsonable
 from .._memory import InsufficientMemory, available_memory, check_fits, human
 from .._problem import pad_columns, stack_problems
 from ..metrics import class_means, nc_metrics
+from .._search import search
 from ..solve import Solution, Status, solve
 from ..solve import make_solver as _make_solver
 from ._config import SweepConfig, SweepConfigError
-from ._dataset import build_dataset, count, load_dataset, report, save_dataset, to_csv
+from ._dataset import build_dataset, confident_searches, count, load_dataset, report, save_dataset, to_csv
 from ._files import DamagedFileError, Manifest, atomic_write, remove_temp_files, sha256
 from ._grid import Batch, Grid, Group, Point, groups
-from ._plots import plot_dataset
+from ._plots import figure_metrics, plot_dataset
 from ._store import (
     SweepRunError,
     claim,
@@ -158,9 +159,9 @@ def _describe_group(config: SweepConfig, group: Group) -> str:
     width = (f"{m} column{'s' if m > 1 else ''} per class" if p.weighted else
              f"per-class {m} (explicit: the largest class)")
     widths = f", widths {list(p.widths)}" if p.widths else ""
-    starts = config.solver.starts
+    starts = config.solver.batch_starts
     return (f"classes K = {p.num_classes}, dim d = {p.dim}{widths}, {width}, {starts} "
-            f"start{'s' if starts > 1 else ''}, {p.lam_h.dtype.name}")
+            f"start{'s' if starts > 1 else ''} at once, {p.lam_h.dtype.name}")
 
 
 def check_memory(sweep: Plan) -> None:
@@ -189,7 +190,10 @@ def output_bytes(sweep: Plan) -> int:
     total = 2**20
     for group in sweep.groups:
         p = group.example
-        numbers = (60 + 4 * sweep.config.solver.starts + p.num_classes * (p.num_classes + 4)
+        # Seed arrays grow with the starts drawn: `starts`, or for the search its first start (the
+        # pre-flight refuses only what cannot fit: a point without a theory may draw up to max_starts).
+        starts = sweep.config.solver.starts or 1
+        numbers = (60 + 4 * starts + p.num_classes * (p.num_classes + 4)
                    + sum(p.layer_dims) * 3)
         total += len(group.indices) * numbers * 40 + group.num_chunks * 20_000
     return total
@@ -229,7 +233,7 @@ def estimate_seconds(sweep: Plan) -> float:
         p = group.example
         dims = p.layer_dims
         params = sum(a * b for a, b in zip(dims[:-1], dims[1:])) + p.num_classes * (p.dim + 1)
-        per = 2e-3 * max(1.0, params / 330) * sweep.config.solver.starts
+        per = 2e-3 * max(1.0, params / 330) * sweep.config.solver.most_starts
         per += 1e-8 * p.num_classes * p.columns_per_class * p.dim * (p.columns_per_class > 1)
         seconds += 8 + len(group.indices) * (per / sweep.num_devices + 5e-3)
     return seconds
@@ -318,13 +322,20 @@ def _solve_stacked(config: SweepConfig, problem, seeds: np.ndarray, n: int, pad_
         lib = jnp if isinstance(x, jax.Array) else np
         return lib.concatenate([x, lib.repeat(x[-1:], pad_to - n, axis=0)])
 
-    problem = jax.tree.map(pad, problem)
     solver = make_solver(config, jax.tree.map(lambda x: x[0], problem))
     shard = config.run.shard if shard is None else shard
     slots = config.run.slots or None
+    s = config.solver
+    if start is None and s.starts is None:
+        # The adaptive search (the default): a point whose theory certifies its first start stops
+        # there; the others draw structured and random starts until the evidence is enough. It pads
+        # its own rounds, so the chunk is not padded.
+        return search(problem, solver, key=np.asarray(seeds, dtype=np.int64)[:n], max_starts=s.max_starts,
+                      init_scale=s.init_scale, shard=shard, slots=slots, **s.rule)
+    problem = jax.tree.map(pad, problem)
     if start is None:
-        sol = solve(problem, solver, key=pad(np.asarray(seeds, dtype=np.int64)), seeds=config.solver.starts,
-                    shard=shard, init_scale=config.solver.init_scale, slots=slots)
+        sol = solve(problem, solver, key=pad(np.asarray(seeds, dtype=np.int64)), seeds=s.starts,
+                    shard=shard, init_scale=s.init_scale, slots=slots)
     else:
         sol = solve(problem, solver, start=jax.tree.map(pad, start), shard=shard, slots=slots)
     return sol[:n]
@@ -354,15 +365,20 @@ def solve_points(config: SweepConfig, points: list[Point], columns: int | None =
                           n if pad_to is None else pad_to, shard=shard, start=start)
 
 
-def theory_columns(solution: Solution, i: int) -> dict:
-    """`ufm_jax.check` of point `i` against `analytic_solution`, as scalars."""
+def theory_columns(solution: Solution, i: int, rule: dict | None = None) -> dict:
+    """`ufm_jax.check` of point `i` against `analytic_solution`, and its evidence, as scalars."""
     sol_i = solution[i]
-    result = check(sol_i, analytic_solution(sol_i.problem))
+    result = check(sol_i, analytic_solution(sol_i.problem), **(rule or {}))
     out: dict = {"theory_objective": result.theory_objective, "gap": result.gap,
                  "geometry_gap": result.geometry_gap, "certified": bool(result.certified),
                  "regime": result.regime or "", "reason": result.reason,
                  "objective_rtol": result.objective_rtol, "geometry_rtol": result.geometry_rtol}
     out.update({f"geometry_{k}": float(v) for k, v in result.geometry.items()})
+    ev = result.evidence
+    out.update({"evidence": ev.kind, "confident": bool(ev.confident), "starts": ev.starts, "hits": ev.hits,
+                "hit_fraction": ev.hits / ev.starts, "minima": len(ev.minima),
+                "hessian_min_eig": math.nan if ev.hessian_min_eig is None else ev.hessian_min_eig,
+                "unseen_mass": ev.unseen_mass})
     return out
 
 
@@ -391,7 +407,8 @@ def boundary_columns(problems: list) -> dict[str, np.ndarray]:
             "boundaries": table.reshape(len(problems), len(names))}
 
 
-def chunk_records(batch: Batch, solution: Solution, digest: str = "") -> dict[str, np.ndarray]:
+def chunk_records(batch: Batch, solution: Solution, digest: str = "",
+                  rule: dict | None = None) -> dict[str, np.ndarray]:
     """Every stored variable of a solved chunk, as arrays with a leading point axis (plus `flat`, the
     points' positions, and `fingerprint`, the sweep's, which a rerun checks)."""
     n = len(batch)
@@ -419,7 +436,7 @@ def chunk_records(batch: Batch, solution: Solution, digest: str = "") -> dict[st
     rec["depth"] = np.full(n, problem.depth, np.int64)
     for key, value in METRICS(solution.params, solution.problem).items():
         rec[key] = np.asarray(value)
-    rec.update(_columns([theory_columns(solution, i) for i in range(n)]))
+    rec.update(_columns([theory_columns(solution, i, rule) for i in range(n)]))
     rec.update(boundary_columns([jax.tree.map(lambda x: x[i], problem) for i in range(n)]))
     return rec
 
@@ -468,8 +485,10 @@ class SweepResult:
     seconds: float
 
     def summary(self) -> str:
-        return (f"{self.total} points: {self.certified} certified, {self.not_certified} not certified, "
-                f"{self.failed} failed  ({self.computed_points} computed, {self.seconds:.1f} s) "
+        searched = confident_searches(self.dataset) if self.dataset is not None else 0
+        confident = f" ({searched} of them confident searches: no theory)" if searched else ""
+        return (f"{self.total} points: {self.certified} certified, {self.not_certified} not certified"
+                f"{confident}, {self.failed} failed  ({self.computed_points} computed, {self.seconds:.1f} s) "
                 f"→ {self.output}")
 
 
@@ -544,8 +563,7 @@ def _summarise(problems: list[tuple[str, str]]) -> str:
 
 
 def expected_figures(config: SweepConfig, ds: xr.Dataset) -> list[str]:
-    metrics = [m for m in config.plot.metrics or () if m in ds]
-    return [f"figures/{m}.{fmt}" for m in metrics for fmt in config.plot.formats]
+    return [f"figures/{m}.{fmt}" for m in figure_metrics(config, ds) for fmt in config.plot.formats]
 
 
 def write_outputs(ds: xr.Dataset, out: Path, manifest: Manifest | None = None, *, figures: bool = True,
@@ -702,7 +720,7 @@ def run_sweep(config: SweepConfig, *, output: str | Path | None = None, progress
                     batch = sweep.batch(group, i)
                     solution = solve_chunk(config, batch, pad_to=group.chunk_size)
                     if writer:
-                        data = chunk_bytes(chunk_records(batch, solution, digest))
+                        data = chunk_bytes(chunk_records(batch, solution, digest, config.solver.rule))
                         with _writing(out / name):
                             manifest.write(name, data)
                     log.append({"chunk": name, "points": len(batch), **solution.timing})
