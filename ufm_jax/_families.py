@@ -42,7 +42,8 @@ class Family:
     - `name`: the family's name (also its first preset).
     - `summary`: one line for listings.
     - `loss`, `nonneg`: the static options that define the family.
-    - `presets`: preset name → default `make_problem` options (`free_bias`, `lam_b`, ...).
+    - `variants`: the family's other presets, name → default `make_problem` options (`free_bias`,
+      `lam_b`, ...); `presets` adds the family's own name (no options).
     - `theory`: the family's analytic minimum of a problem; raises `TheoremNotApplicable`.
     - `boundaries`: the family's phase boundaries of a problem, in `λ_Z` units; `{}` where none applies.
     - `plot_metrics`: the sweep figures drawn by default.
@@ -53,11 +54,16 @@ class Family:
     summary: str
     loss: str
     nonneg: bool
-    presets: Mapping[str, Mapping]
+    variants: Mapping[str, Mapping]
     theory: Callable[[Problem], TheorySolution]
     boundaries: Callable[[Problem], dict[str, float]]
     plot_metrics: tuple[str, ...]
     threshold_metric: str
+
+    @property
+    def presets(self) -> dict[str, Mapping]:
+        """Preset name → default options: the family's own name first, then its `variants`."""
+        return {self.name: {}, **self.variants}
 
     def preset(self, name: str) -> Callable[..., Problem]:
         """The constructor of preset `name`: `make_problem` with this family's loss, constraint and the
@@ -241,7 +247,7 @@ FAMILIES: dict[str, Family] = {
             summary="MSE UFM, any depth; bias-free (Dang et al. 2023) or with a free bias (Liu 2024); one "
                     "layer with a regularised bias: convex certificate.",
             loss="mse", nonneg=False,
-            presets={"mse": {}, "plain_mse": {}, "deep_linear_mse": {}, "biased_mse": {"free_bias": True}},
+            variants={"plain_mse": {}, "deep_linear_mse": {}, "biased_mse": {"free_bias": True}},
             theory=mse_theory, boundaries=mse_boundaries,
             plot_metrics=("mean_norms", "product_singular_values", "gap"),
             threshold_metric="mean_norms",
@@ -250,7 +256,7 @@ FAMILIES: dict[str, Family] = {
             name="ce",
             summary="Cross-entropy UFM, no / free / regularised bias (Hong & Ling 2023).",
             loss="ce", nonneg=False,
-            presets={"ce": {}},
+            variants={},
             theory=ce_theory, boundaries=ce_boundaries,
             plot_metrics=("minority_logit_spread", "gap", "objective"),
             threshold_metric="minority_logit_spread",
@@ -259,7 +265,7 @@ FAMILIES: dict[str, Family] = {
             name="relu_ce",
             summary="Cross-entropy UFM with ReLU-constrained features H >= 0, no bias (Dang et al. 2024).",
             loss="ce", nonneg=True,
-            presets={"relu_ce": {}},
+            variants={},
             theory=relu_ce_theory, boundaries=relu_ce_boundaries,
             plot_metrics=("mean_norms", "dead_classes", "gap"),
             threshold_metric="dead_classes",
@@ -268,7 +274,7 @@ FAMILIES: dict[str, Family] = {
             name="relu_mse",
             summary="MSE UFM with non-negative features H >= 0 (no known minimum).",
             loss="mse", nonneg=True,
-            presets={"relu_mse": {}},
+            variants={},
             theory=_no_theory_nonneg_mse, boundaries=_none,
             plot_metrics=("mean_norms", "objective"),
             threshold_metric="mean_norms",
