@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=("$@")
+python benchmarks/bench_side_by_side.py "${quick[@]}"   # ours vs PyTorch L-BFGS vs GD, one process each
 python benchmarks/bench_convergence.py --repeats 2 "${quick[@]}"
 python benchmarks/bench_roofline.py "${quick[@]}"
 # PyTorch with one thread: with two it ran ~10x slower on the shared machine.
