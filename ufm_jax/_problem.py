@@ -145,21 +145,8 @@ def make_problem(
     dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else V.float_dtype("dtype", dtype))
     sizes = V.class_sizes("class_sizes", class_sizes)
     dim = V.integer("dim", dim, 1, V.MAX_EXTENT)
-    lam_w_arr = V.floats("lam_w", lam_w)
-    if widths is None:
-        if depth is None:
-            depth = lam_w_arr.size if lam_w_arr.size > 1 else 1
-        depth = V.integer("depth", depth, 1, V.MAX_DEPTH)
-        widths = (dim,) * (depth - 1)
-    else:
-        widths = V.integers("widths", widths, 1, V.MAX_EXTENT)
-        if depth is not None and V.integer("depth", depth, 1, V.MAX_DEPTH) != len(widths) + 1:
-            raise V.fail("widths", list(widths), f"expected depth - 1 = {depth - 1} hidden widths")
-        if len(widths) + 1 > V.MAX_DEPTH:
-            raise V.fail("widths", f"[{len(widths)} widths]", f"expected at most L - 1 = "
-                         f"{V.MAX_DEPTH - 1} hidden widths")
-        depth = len(widths) + 1
-    lam_w_arr = V.floats("lam_w", lam_w, length=depth)
+    widths = _widths(dim, V.floats("lam_w", lam_w).size, widths, depth)
+    lam_w_arr = V.floats("lam_w", lam_w, length=len(widths) + 1)
     lam_h_value = V.positive("lam_h", lam_h)
     if lam_b is not None and free_bias:
         raise V.fail("lam_b", lam_b, "a regularised bias (lam_b) and free_bias=True exclude each other")
@@ -169,21 +156,7 @@ def make_problem(
     else:
         lam_b_value = 1.0
         bias = "free" if free_bias else "none"
-    if per_class is not None:
-        if columns is not None:
-            raise V.fail("columns", columns, "columns (explicit padding) cannot be combined with per_class")
-        m = V.integer("per_class", per_class, 1, V.MAX_EXTENT)
-        weights = np.repeat(sizes[:, None] / m, m, axis=1)
-    else:
-        if not np.all(sizes == np.round(sizes)):
-            raise V.fail("class_sizes", sizes, "explicit mode needs integer class sizes "
-                         "(use per_class for weighted mode)")
-        largest = int(sizes.max())
-        if largest > MAX_EXPLICIT_COLUMNS:
-            raise V.fail("class_sizes", sizes, f"explicit mode allows n_k <= {MAX_EXPLICIT_COLUMNS:.0e} "
-                         "columns (use per_class for weighted mode)")
-        m = largest if columns is None else V.integer("columns", columns, largest, MAX_EXPLICIT_COLUMNS)
-        weights = (np.arange(m)[None, :] < sizes[:, None]).astype(np.float64)
+    weights = _column_weights(sizes, per_class, columns)
     _check_precision(sizes, weights, lam_w_arr, lam_h_value, lam_b_value if bias == "regularised" else None,
                      dtype, per_class)
 
@@ -200,9 +173,45 @@ def make_problem(
         bias=bias,
         nonneg=bool(nonneg),
         dim=dim,
-        widths=tuple(int(w) for w in widths),
+        widths=widths,
         weighted=per_class is not None,
     )
+
+
+def _widths(dim: int, num_lam_w: int, widths, depth) -> tuple[int, ...]:
+    """The hidden widths `(d_1..d_{L-1})`: given, or `depth - 1` times `d` (depth default: one per
+    `lam_w` value, else 1)."""
+    if widths is None:
+        if depth is None:
+            depth = num_lam_w if num_lam_w > 1 else 1
+        depth = V.integer("depth", depth, 1, V.MAX_DEPTH)
+        return (dim,) * (depth - 1)
+    widths = V.integers("widths", widths, 1, V.MAX_EXTENT)
+    if depth is not None and V.integer("depth", depth, 1, V.MAX_DEPTH) != len(widths) + 1:
+        raise V.fail("widths", list(widths), f"expected depth - 1 = {depth - 1} hidden widths")
+    if len(widths) + 1 > V.MAX_DEPTH:
+        raise V.fail("widths", f"[{len(widths)} widths]", f"expected at most L - 1 = "
+                     f"{V.MAX_DEPTH - 1} hidden widths")
+    return widths
+
+
+def _column_weights(sizes: np.ndarray, per_class: int | None, columns: int | None) -> np.ndarray:
+    """`w_kj` (module docstring): weighted `n_k / m` for `m = per_class`; explicit 1 for the `n_k`
+    sample columns of class `k` and 0 for its padding up to `columns` (default the largest `n_k`)."""
+    if per_class is not None:
+        if columns is not None:
+            raise V.fail("columns", columns, "columns (explicit padding) cannot be combined with per_class")
+        m = V.integer("per_class", per_class, 1, V.MAX_EXTENT)
+        return np.repeat(sizes[:, None] / m, m, axis=1)
+    if not np.all(sizes == np.round(sizes)):
+        raise V.fail("class_sizes", sizes, "explicit mode needs integer class sizes "
+                     "(use per_class for weighted mode)")
+    largest = int(sizes.max())
+    if largest > MAX_EXPLICIT_COLUMNS:
+        raise V.fail("class_sizes", sizes, f"explicit mode allows n_k <= {MAX_EXPLICIT_COLUMNS:.0e} "
+                     "columns (use per_class for weighted mode)")
+    m = largest if columns is None else V.integer("columns", columns, largest, MAX_EXPLICIT_COLUMNS)
+    return (np.arange(m)[None, :] < sizes[:, None]).astype(np.float64)
 
 
 def _check_precision(sizes, weights, lam_w, lam_h, lam_b, dtype, per_class) -> None:

@@ -211,52 +211,79 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
     inside the loop: the metrics are computed only in iterations where some slot records (a conditional
     whose output is the `(slots, F)` records, so the stored trajectories never pass through it).
     """
-    dtype = problems.lam_h.dtype
-    gtol = default_gtol(dtype) if solver.gtol is None else solver.gtol
-    ftol = 16 * jnp.finfo(dtype).eps
-    total = problems.lam_h.shape[0]
-    slots = total if slots is None else min(int(slots), total)
+    loop = _Loop(problems, starts, solver, history)
+    slots = loop.total if slots is None else min(int(slots), loop.total)
+    out = SingleResult(loop.x_all, jnp.zeros(loop.total, loop.dtype), jnp.zeros(loop.total, loop.dtype),
+                       jnp.zeros(loop.total, int), jnp.zeros(loop.total, int))
+    hist = None
+    if history is not None:
+        size = history_records(solver.max_steps, history)
+        hist = Recorded(jnp.zeros((loop.total, size), int),
+                        jnp.full((loop.total, size, len(TRAJECTORY_FIELDS)), jnp.nan, loop.dtype),
+                        jnp.zeros(loop.total, int))
+    index0 = jnp.arange(slots)
+    first = loop.fresh(index0, *loop.start_values(index0))
+    first = eqx.tree_at(lambda s: s.state, first,
+                        solver.init_batch(loop.fn, first.problem, first.x, first.value, first.grad),
+                        is_leaf=lambda x: x is None)
+    hist = loop.record(hist, first, first.index < loop.total)
+    _, out, _, hist = jax.lax.while_loop(loop.cond, loop.body, (first, out, jnp.asarray(slots), hist))
+    params = jax.vmap(loop.to_params)(out.params, problems)
+    return SingleResult(params, out.objective, out.grad_norm, out.iterations, out.status, hist)
 
-    fn, project, x_all, to_params = flat_batch(problems, starts, solver.coordinates)
 
-    def classify(x, value, grad, steps, limit, since):
-        gnorm = _stationarity(x, grad, project)
+class _Loop:
+    """The pieces of `minimise_batch`'s loop over a queue of `Q` problems (used while tracing): the
+    batch in the solver's layout, and one method per step."""
+
+    def __init__(self, problems: Problem, starts: Params, solver: AbstractSolver, history: int | None):
+        self.problems, self.solver, self.history = problems, solver, history
+        self.dtype = problems.lam_h.dtype
+        self.gtol = default_gtol(self.dtype) if solver.gtol is None else solver.gtol
+        self.ftol = 16 * jnp.finfo(self.dtype).eps
+        self.total = problems.lam_h.shape[0]
+        self.fn, self.project, self.x_all, self.to_params = flat_batch(problems, starts, solver.coordinates)
+
+    def classify(self, x, value, grad, steps, limit, since):
+        """The stationarity measure and the `Status` (or `RUNNING`) of each slot."""
+        gnorm = _stationarity(x, grad, self.project)
         finite = jnp.isfinite(value) & jnp.isfinite(gnorm)
         status = jnp.select(
-            [~finite, value > limit, gnorm <= gtol, since >= STALL_PATIENCE, steps >= solver.max_steps],
+            [~finite, value > limit, gnorm <= self.gtol, since >= STALL_PATIENCE,
+             steps >= self.solver.max_steps],
             [Status.nonfinite, Status.diverged, Status.converged, Status.stalled, Status.max_steps],
             RUNNING)
         return gnorm, status
 
-    def gather(index):
+    def gather(self, index):
         """Problems `index` and their starts (clamped: `index == total` marks an idle slot)."""
-        rows = jnp.minimum(index, total - 1)
-        return jax.tree.map(lambda a: a[rows], problems), x_all[rows]
+        rows = jnp.minimum(index, self.total - 1)
+        return jax.tree.map(lambda a: a[rows], self.problems), self.x_all[rows]
 
-    def start_values(index):
-        problem, x = gather(index)
-        return jax.vmap(jax.value_and_grad(fn))(x, problem)
+    def start_values(self, index):
+        problem, x = self.gather(index)
+        return jax.vmap(jax.value_and_grad(self.fn))(x, problem)
 
-    def fresh(index, value, grad):
+    def fresh(self, index, value, grad) -> _Slots:
         """Slots for problems `index`, their solver state aside; `(value, grad)` at their starts."""
-        problem, x = gather(index)
+        problem, x = self.gather(index)
         zeros = jnp.zeros(index.shape, int)
         limit = 1e6 * (1 + jnp.abs(value))
-        gnorm, status = classify(x, value, grad, zeros, limit, zeros)
+        gnorm, status = self.classify(x, value, grad, zeros, limit, zeros)
         return _Slots(index, problem, x, value, grad, None, zeros, limit, gnorm, status, x, value,
                       value, gnorm, zeros)
 
-    def advance(slot: _Slots) -> _Slots:
+    def advance(self, slot: _Slots) -> _Slots:
         """One solver step for the running problems, and their new status."""
-        active = (slot.status == RUNNING) & (slot.index < total)
-        x, value, grad, state = solver.step_batch(fn, project, slot.problem, slot.x, slot.value,
-                                                  slot.grad, slot.state, active)
-        gnorm = _stationarity(x, grad, project)
-        progress = ((value < slot.best_value - ftol * jnp.maximum(1, jnp.abs(slot.best_value)))
+        active = (slot.status == RUNNING) & (slot.index < self.total)
+        x, value, grad, state = self.solver.step_batch(self.fn, self.project, slot.problem, slot.x,
+                                                       slot.value, slot.grad, slot.state, active)
+        gnorm = _stationarity(x, grad, self.project)
+        progress = ((value < slot.best_value - self.ftol * jnp.maximum(1, jnp.abs(slot.best_value)))
                     | (gnorm < slot.best_gnorm))
         since = jnp.where(progress, 0, slot.since + 1)
         steps = slot.steps + active
-        _, status = classify(x, value, grad, steps, slot.limit, since)
+        _, status = self.classify(x, value, grad, steps, slot.limit, since)
         keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
         ok = active & jnp.isfinite(value)
         return _Slots(slot.index, slot.problem, x, value, grad, state, steps, slot.limit,
@@ -265,9 +292,10 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
                       keep(jnp.minimum(value, slot.best_value), slot.best_value),
                       keep(jnp.minimum(gnorm, slot.best_gnorm), slot.best_gnorm), keep(since, slot.since))
 
-    def refill(slot: _Slots, out: SingleResult, next_index):
+    def refill(self, slot: _Slots, out: SingleResult, next_index):
         """Stopped problems write their result out, and their slots take the next problems of the
         queue (or fall idle). Also returns which slots took a new problem."""
+        total = self.total
         done = (slot.status != RUNNING) & (slot.index < total)
         where = jnp.where(done, slot.index, total)  # out of range: dropped
         put = lambda a, b: a.at[where].set(b, mode="drop")  # noqa: E731
@@ -279,64 +307,48 @@ def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
         # Only the objective at the new starts is computed under a conditional (when some slot
         # refills). The solver state, which may be large (an L-BFGS memory), never passes through
         # one (a conditional copies what it returns, every iteration): the solver resets its rows.
-        value, grad = jax.lax.cond(jnp.any(refill), start_values,
+        value, grad = jax.lax.cond(jnp.any(refill), self.start_values,
                                    lambda _: (slot.value, slot.grad), new_index)
-        new = fresh(new_index, value, grad)
-        state = solver.reset_batch(fn, new.problem, slot.state, refill, new.x, new.value, new.grad)
+        new = self.fresh(new_index, value, grad)
+        state = self.solver.reset_batch(self.fn, new.problem, slot.state, refill, new.x, new.value, new.grad)
         kept = eqx.tree_at(lambda s: (s.index, s.state), slot, (new_index, None),
                            is_leaf=lambda x: x is None)
         slot = eqx.tree_at(lambda s: s.state, where_rows(refill, new, kept), state,
                            is_leaf=lambda x: x is None)
         return slot, out, next_index + jnp.sum(done), refill
 
-    def record(hist: Recorded | None, slot: _Slots, mask) -> Recorded | None:
+    def record(self, hist: Recorded | None, slot: _Slots, mask) -> Recorded | None:
         """Append a record for the slots in `mask` (their current point, the one they would return)."""
         if hist is None:
             return None
 
         def values():
-            params = jax.vmap(to_params)(slot.last_x, slot.problem)
+            params = jax.vmap(self.to_params)(slot.last_x, slot.problem)
             metrics = jax.vmap(nc_metrics)(params, slot.problem)
             return jnp.stack([slot.last_value, slot.gnorm, *(metrics[k] for k in TRAJECTORY_METRICS)],
-                             axis=-1).astype(dtype)
+                             axis=-1).astype(self.dtype)
 
         rows = jax.lax.cond(jnp.any(mask), values,
-                            lambda: jnp.zeros((slot.index.shape[0], len(TRAJECTORY_FIELDS)), dtype))
-        q = jnp.where(mask, slot.index, total)  # out of range: dropped
-        position = hist.length[jnp.minimum(slot.index, total - 1)]
+                            lambda: jnp.zeros((slot.index.shape[0], len(TRAJECTORY_FIELDS)), self.dtype))
+        q = jnp.where(mask, slot.index, self.total)  # out of range: dropped
+        position = hist.length[jnp.minimum(slot.index, self.total - 1)]
         return Recorded(hist.iteration.at[q, position].set(slot.steps, mode="drop"),
                         hist.values.at[q, position].set(rows, mode="drop"),
                         hist.length.at[q].add(1, mode="drop"))
 
-    def cond(carry):
+    def cond(self, carry):
         slot, _, _, _ = carry
-        return jnp.any(slot.index < total)
+        return jnp.any(slot.index < self.total)
 
-    def body(carry):
+    def body(self, carry):
         slot, out, next_index, hist = carry
-        running = (slot.status == RUNNING) & (slot.index < total)
-        slot = advance(slot)
+        running = (slot.status == RUNNING) & (slot.index < self.total)
+        slot = self.advance(slot)
         if hist is not None:
-            hist = record(hist, slot, running & ((slot.steps % history == 0) | (slot.status != RUNNING)))
-        slot, out, next_index, refilled = refill(slot, out, next_index)
-        return slot, out, next_index, record(hist, slot, refilled)
-
-    out = SingleResult(x_all, jnp.zeros(total, dtype), jnp.zeros(total, dtype),
-                       jnp.zeros(total, int), jnp.zeros(total, int))
-    hist = None
-    if history is not None:
-        size = history_records(solver.max_steps, history)
-        hist = Recorded(jnp.zeros((total, size), int), jnp.full((total, size, len(TRAJECTORY_FIELDS)), jnp.nan,
-                                                                   dtype), jnp.zeros(total, int))
-    index0 = jnp.arange(slots)
-    first = fresh(index0, *start_values(index0))
-    first = eqx.tree_at(lambda s: s.state, first,
-                        solver.init_batch(fn, first.problem, first.x, first.value, first.grad),
-                        is_leaf=lambda x: x is None)
-    hist = record(hist, first, first.index < total)
-    _, out, _, hist = jax.lax.while_loop(cond, body, (first, out, jnp.asarray(slots), hist))
-    params = jax.vmap(to_params)(out.params, problems)
-    return SingleResult(params, out.objective, out.grad_norm, out.iterations, out.status, hist)
+            stops = (slot.steps % self.history == 0) | (slot.status != RUNNING)
+            hist = self.record(hist, slot, running & stops)
+        slot, out, next_index, refilled = self.refill(slot, out, next_index)
+        return slot, out, next_index, self.record(hist, slot, refilled)
 
 
 def minimise_problem(problem: Problem, start: Params, solver: AbstractSolver) -> SingleResult:
