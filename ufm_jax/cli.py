@@ -174,7 +174,7 @@ def solve(
             from ._basins import MIN_STARTS
 
             V.integer("max_starts", max_starts, 1)
-            rule = dict(agree=V.integer("agree", agree, 1, max_starts), min_starts=min(MIN_STARTS, max_starts))
+            rule = dict(agree=V.integer("agree", agree, 1, max_starts), min_starts=MIN_STARTS)
             solution = u.search(problem, chosen, key=key, max_starts=max_starts, init_scale=init_scale,
                                 reduce=reduce, history=history, callback=_progress_line, **rule)
     except ValueError as err:

@@ -263,7 +263,7 @@ class SolverSection(_Section):
     @property
     def rule(self) -> dict:
         """The evidence rule of the adaptive search (`ufm_jax.check`'s `agree`, `min_starts`)."""
-        return {"agree": self.agree, "min_starts": min(MIN_STARTS, self.max_starts)}
+        return {"agree": self.agree, "min_starts": MIN_STARTS}
 
     @pydantic.model_validator(mode="after")
     def _agree_fits(self):
