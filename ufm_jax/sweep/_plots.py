@@ -86,6 +86,9 @@ METRIC_LABELS = {
     "certified": "certified",
     "confident": "confident",
     "boundaries": r"theory's boundaries ($\lambda_Z$)",
+    "seed_objectives": "every start's final objective",
+    "seed_status": "every start's status code",
+    "objective_spread": "spread of the starts' objectives",
     "iterations": "iterations",
     "history_length": "records of the trajectory",
 }
@@ -100,6 +103,9 @@ GAPS = ("gap", f"{HISTORY_PREFIX}gap")
 NC1_METRICS = ("nc1", "within_class_spread")
 
 KINDS = ("number", "vector", "matrix", "category", "history")
+
+LINE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 2)))
+"""Dashes that tell boundaries apart where colour cannot."""
 
 
 def plot_kind(ds, name: str) -> str:
@@ -315,9 +321,11 @@ def _figure(ds, metric, kind, x, y, config):
 def _finish(fig, ds, metric, config, shown, panels):
     fig.suptitle(f"{config.name}: {metric_label(metric)}", fontsize=11)
     notes = _notes(ds, metric, config, shown, panels)
-    fig.tight_layout(rect=(0, 0.035 * len(notes), 1, 1))
+    line = 0.22 / fig.get_figheight()  # a line of notes, 0.22 inch, in figure units
+    fig.tight_layout(rect=(0, line * (len(notes) + 0.3 * bool(notes)), 1, 1 - 0.25 / fig.get_figheight()))
     for i, note in enumerate(notes):
-        fig.text(0.01, 0.01 + 0.035 * i, "Note: " + note, fontsize=8, color="0.25", ha="left", va="bottom")
+        fig.text(0.01, 0.15 * line + line * i, "Note: " + note, fontsize=8, color="0.25", ha="left",
+                 va="bottom")
 
 
 # ---- colour and value scales ------------------------------------------------------------------------
@@ -420,9 +428,6 @@ def _heat(ds, var, metric, kind, x, y, sel, ax, fig, scale):
         cmap = _category_colours(len(names))
         ax.pcolormesh(xe, ye, z, cmap=cmap, norm=BoundaryNorm(np.arange(len(names) + 1) - 0.5, len(names)),
                       shading="flat")
-        ax.legend(handles=[Patch(color=cmap(j), label=_short(n)) for j, n in enumerate(names)], fontsize=7,
-                  loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, title=metric_label(metric),
-                  title_fontsize=7)
     else:
         z = np.asarray(var.isel(sel).transpose(y, x), dtype=np.float64)
         if not np.any(np.isfinite(z)):
@@ -448,10 +453,16 @@ def _heat(ds, var, metric, kind, x, y, sel, ax, fig, scale):
                 lam = np.where(np.isfinite(values), values, -np.inf).max(axis=1)
             ok = np.isfinite(lam)
             xs, ys = (lam[ok], alongv[ok]) if x == "lam_z" else (alongv[ok], lam[ok])
-            ax.plot(xs, ys, color=_boundary_colour(name, c), lw=1.6, ls="--", marker=".",
+            # Over categories (colours of their own), boundaries are black and told apart by their dashes.
+            ax.plot(xs, ys, color="k" if kind == "category" else _boundary_colour(name, c), lw=1.6,
+                    ls=LINE_STYLES[c % len(LINE_STYLES)] if kind == "category" else "--", marker=".",
                     label=f"theory: {name}")
         if kind != "category" and ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")
+    if kind == "category":
+        patches = [Patch(color=cmap(j), label=_short(n)) for j, n in enumerate(names)]
+        ax.legend(handles=patches + ax.get_legend_handles_labels()[0], fontsize=7, loc="upper left",
+                  bbox_to_anchor=(1.01, 1), borderaxespad=0, title=metric_label(metric), title_fontsize=7)
     ax.set_xlim(xe[[0, -1]])
     ax.set_ylim(ye[[0, -1]])
 
@@ -464,9 +475,6 @@ def _boundary_colour(name: str, c: int | None) -> str:
     if len(words) >= 2 and words[0] == "class" and words[1].isdigit():
         return f"C{int(words[1]) % 10}"
     return "0.25" if c is None else f"C{(c + 1) % 10}"
-
-
-LINE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 2)))
 
 
 def _components(ds, var, metric, kind) -> tuple[np.ndarray, list[str], list[str]]:
