@@ -322,7 +322,7 @@ def _finish(fig, ds, metric, config, shown, panels):
     fig.suptitle(f"{config.name}: {metric_label(metric)}", fontsize=11)
     notes = _notes(ds, metric, config, shown, panels)
     line = 0.22 / fig.get_figheight()  # a line of notes, 0.22 inch, in figure units
-    fig.tight_layout(rect=(0, line * (len(notes) + 0.3 * bool(notes)), 1, 1 - 0.25 / fig.get_figheight()))
+    fig.tight_layout(rect=(0, line * (len(notes) + 0.3 * bool(notes)), 1, 1 - 0.12 / fig.get_figheight()))
     for i, note in enumerate(notes):
         fig.text(0.01, 0.15 * line + line * i, "Note: " + note, fontsize=8, color="0.25", ha="left",
                  va="bottom")
