@@ -72,7 +72,7 @@ from ..solve import make_solver as _make_solver
 from ._config import SweepConfig, SweepConfigError
 from ._dataset import build_dataset, confident_searches, count, load_dataset, report, save_dataset, to_csv
 from ._files import DamagedFileError, Manifest, atomic_write, remove_temp_files, sha256
-from ._grid import Batch, Grid, Group, Point, groups
+from ._grid import Batch, Grid, Group, Point, groups, history_bytes
 from ._plots import figure_metrics, plot_dataset
 from ._store import (
     SweepRunError,
@@ -276,6 +276,10 @@ def dry_run(config: SweepConfig, *, output: str | Path | None = None) -> tuple[i
         lines.append(f"  {group.tag}: {len(group.indices)} points in {group.num_chunks} chunk"
                      f"{'s' if group.num_chunks > 1 else ''} of {group.chunk_size}; one batch needs about "
                      f"{human(group.batch_bytes)} ({_describe_group(config, group)})")
+    if config.run.history is not None:
+        recorded, how = history_bytes(config, sweep.groups[0].example)
+        lines.append(f"history: every {config.run.history} iterations; a point's solve holds {human(recorded)} "
+                     f"of records ({how}), counted in the batch memory above")
     available, where = available_memory()
     largest = max(g.batch_bytes for g in sweep.groups)
     lines.append(f"memory: the largest batch needs about {human(largest)}; "
