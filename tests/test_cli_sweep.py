@@ -4,7 +4,6 @@ refused before any work, and the start-up time of `ufm solve`.
 The sweeps have the shapes of `test_sweep.py` (CE, K = 4, d = 3, one weighted column per class).
 """
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -140,13 +139,3 @@ def test_import_of_the_cli_leaves_out_the_sweep_stack():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
-
-def test_solve_json_keeps_stdout_one_object():
-    # A deep imbalanced CE problem has no theory: the search runs rounds and reports each on stderr.
-    res = _invoke("solve", "--loss", "ce", "--classes", "5x2,2x2", "--dim", "3", "--layers", "2",
-                  "--max-starts", "8", "--agree", "2", "--history", "5", "--json")
-    assert res.exit_code == 0, res.output
-    [line] = res.stdout.splitlines()
-    report = json.loads(line)
-    assert report["history"]["iteration"][0] == 0
-    assert "search: round" in res.stderr

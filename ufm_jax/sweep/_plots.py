@@ -199,12 +199,12 @@ def _choose_axes(ds, x: str | None, y: str | None) -> tuple[str | None, str | No
 
 
 def figure_metrics(config: SweepConfig, ds) -> list[str]:
-    """The metrics a sweep draws: the config's `[plot] metrics` (default: the family's `plot_metrics`),
-    and `hit_fraction` (the share of starts that reached each point's best value: where the landscape is
+    """The metrics a sweep draws: the config's `[plot] metrics` (default: the family's `plot_metrics`;
+    names that are not variables that draw, `plot_kind`, are left out), and `hit_fraction` (the share of starts that reached each point's best value: where the landscape is
     benign and where traps dominate) when some point drew several starts; with `[run] history`, the
     trajectories of the plot metrics that are recorded, of the gradient norm, and of the gap where some
     point has a theory (`history_<metric>`)."""
-    metrics = [m for m in config.plot.metrics or () if m in ds]
+    metrics = [m for m in config.plot.metrics or () if _kind(ds, m) is not None]
     if "hit_fraction" in ds and "hit_fraction" not in metrics and np.nanmax(np.asarray(ds["starts"])) > 1:
         metrics.append("hit_fraction")
     if f"{HISTORY_PREFIX}iteration" in ds:
