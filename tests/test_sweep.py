@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 import xarray as xr
 from typer.testing import CliRunner
 
@@ -20,7 +19,8 @@ from ufm_jax._json import jsonable
 from ufm_jax._problem import structure
 from ufm_jax.sweep import (Grid, SweepConfig, SweepConfigError, atomic_path, atomic_write, find_threshold,
                            load_config, load_dataset, plan, run_sweep, theory_threshold)
-from ufm_jax.sweep import _cli, _runner
+from ufm_jax.cli import app
+from ufm_jax.sweep import _runner
 from ufm_jax.sweep._grid import group_key
 
 TINY = """
@@ -180,9 +180,6 @@ def test_default_config_is_one_shape_group():
 
 @pytest.mark.floors
 def test_cli_sweep_and_plot(tmp_path):
-    app = typer.Typer()
-    for name in ("sweep", "plot", "threshold"):
-        app.command(name=name)(getattr(_cli, name))
     runner = CliRunner()
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY)
@@ -361,7 +358,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 
 def test_sweep_modules_import_without_cycles():
     # Each module imports only the ones before it (no function-local import hides a cycle).
-    order = ["_files", "_config", "_grid", "_dataset", "_plots", "_store", "_runner", "_threshold", "_cli"]
+    order = ["_files", "_config", "_grid", "_dataset", "_plots", "_store", "_runner", "_threshold"]
     folder = Path(ufm_jax.sweep.__file__).parent
     for i, name in enumerate(order):
         tree = ast.parse((folder / f"{name}.py").read_text())

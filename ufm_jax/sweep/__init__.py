@@ -2,7 +2,8 @@
 
 Modules, each importing only those before it: `_files` (atomic writes, the checksum manifest),
 `_config`, `_grid`, `_dataset`, `_plots`, `_store` (the results folder: lock, fingerprint), `_runner`,
-`_threshold`, `_cli`.
+`_threshold`. The `ufm sweep`, `ufm plot` and `ufm threshold` commands are in `ufm_jax.cli`
+(importing this package lazily: start-up time).
 """
 
 from ._config import SweepConfig as SweepConfig

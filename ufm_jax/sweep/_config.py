@@ -49,6 +49,13 @@ Schema (every key optional unless said; `ufm_jax/sweep/default.toml` is a full e
     shard = true                       # shard each batch over jax.devices()
     slots = 0                          # problems iterated at a time per device, the rest queued;
                                        # 0 = ufm_jax.DEFAULT_SLOTS (32)
+    history = 10                       # record each point's trajectory every K iterations (default:
+                                       # none): objective, gradient norm, gap to theory and the NC
+                                       # metrics, stored over a `record` dimension with the iteration of
+                                       # each record (points stop at different iterations) and drawn as
+                                       # figures/history_<metric>; the records of a chunk's solves are
+                                       # held at once (starts × (max_steps/K + 2) × 11 numbers a point),
+                                       # so this caps the chunk size, and a K that cannot fit is refused
 
     [plot]
     metrics = ["minority_logit_spread", "gap"]   # default: the family's plot_metrics
@@ -284,6 +291,7 @@ class RunSection(_Section):
     memory_gb: Positive = 2.0
     shard: StrictBool = True
     slots: Natural = 0
+    history: _checked(_count, int | None) = None
 
 
 class PlotSection(_Section):

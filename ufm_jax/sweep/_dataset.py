@@ -5,8 +5,11 @@ Results folder:
 
     <output>/
       dataset.nc       xarray Dataset: coordinates = axes; variables = objective, grad_norm, status, ...,
-                       boundaries (over a `boundary` dimension whose coordinate holds the names)
-      results.csv      the same table, one row per point (vector variables as name[i] columns)
+                       boundaries (over a `boundary` dimension whose coordinate holds the names); with
+                       `[run] history = K`, the trajectories: history_<field> over a `record` dimension,
+                       with history_iteration (the iteration of each record) and history_length
+      results.csv      the same table, one row per point (vector variables as name[i] columns; the
+                       trajectories are in dataset.nc only)
       config.toml      the validated config (axes expanded); also in dataset.attrs["config_toml"]
       config.json      the same as JSON;                       also in dataset.attrs["config_json"]
       report.md        the summary and every point that is not certified, with the reason
@@ -56,10 +59,25 @@ DESCRIPTIONS = {
     "unseen_mass": "Good-Turing estimate of the start mass leading to basins not seen",
     "seed_objectives": "every start's final objective (NaN: not drawn)",
     "seed_status": "every start's status code (-1: not drawn)",
+    "history_length": "records of the point's trajectory ([run] history)",
+    "history_iteration": "the iteration of each record (-1 past history_length): records at 0, K, 2K, ... "
+                         "and the last at the returned point, so points stop at different iterations",
+    "history_objective": "objective at each record",
+    "history_grad_norm": "(projected) gradient norm at each record (balanced coordinates)",
+    "history_gap": "(f - f*)/max(1, |f*|) at each record (NaN: no theory)",
 }
+for _name in ("nc1", "within_class_spread", "etf_distance", "orthogonal_frame_distance", "nc3",
+              "nc3_directional", "minority_spread", "minority_logit_spread"):
+    DESCRIPTIONS[f"history_{_name}"] = (f"{_name} at each record, in the representation solved (one column "
+                                        "per class: NC1 and the within-class spread are 0 there)")
+
+HISTORY_PREFIX = "history_"
+"""Trajectory variables are `history_<field>` over the grid axes and a `record` dimension."""
 
 
 def _extra_dims(name: str, ndim: int) -> tuple[str, ...]:
+    if name.startswith(HISTORY_PREFIX) and ndim == 1:
+        return ("record",)
     if name in ("seed_objectives", "seed_status"):
         return ("start",)
     if name == "mean_norms":
@@ -242,12 +260,15 @@ def load_dataset(path: str | Path, *, verify: bool = True) -> xr.Dataset:
 
 def to_dataframe(ds: xr.Dataset) -> pd.DataFrame:
     """One row per grid point, indexed by the axis values; a vector variable becomes one column per
-    entry, `name[i]` (`name[label]` along a labelled dimension such as `boundary`)."""
+    entry, `name[i]` (`name[label]` along a labelled dimension such as `boundary`). Trajectories (over
+    `record`) are left out: a row holds a point's result, not its path."""
     dims = axes(ds)
     rows = int(np.prod([ds.sizes[d] for d in dims], dtype=int))
     columns = {}
     for name, var in ds.data_vars.items():
         extra = var.dims[len(dims):]
+        if "record" in extra:
+            continue
         values = np.asarray(var.transpose(*dims, *extra)).reshape(rows, -1)
         if not extra:
             columns[name] = values[:, 0]

@@ -36,6 +36,10 @@ from .. import _validation as V
 from .._families import PRESETS
 from .._memory import point_bytes
 from .._problem import MAX_EXPLICIT_COLUMNS, Problem, structure
+from .._search import ROUND_STARTS
+from ..solve import make_solver
+from ..solve._minimise import TRAJECTORY_FIELDS, history_records
+from ..solve._solve import MAX_HISTORY_BYTES
 from ._config import SweepConfig, SweepConfigError
 
 SHAPE_AXES = ("dim", "depth", "widths", "class_sizes", "k_a", "k_b")
@@ -392,13 +396,57 @@ def _tag(problem: Problem, columns: int | None) -> str:
             f"-K{problem.num_classes}-{width}")
 
 
-def _chunk_size(config: SweepConfig, per_point: int, count: int, num_devices: int) -> int:
+def history_bytes(config: SweepConfig, example: Problem) -> tuple[int, str]:
+    """The bytes of the trajectories one point's solve holds at once with `run.history = K` (0 without),
+    and how they add up: every start solved at once (`solver.starts`, or a search round's, padded to a
+    power of two: at most `2 × ROUND_STARTS`) records `max_steps/K + 2` records of the iteration and
+    `TRAJECTORY_FIELDS` (8 bytes each)."""
+    every = config.run.history
+    if every is None:
+        return 0, ""
+    s = config.solver
+    try:
+        max_steps = make_solver(s.method, example, "solver.method", max_steps=s.max_steps,
+                                gtol=s.gtol).max_steps
+    except ValueError:
+        return 0, ""  # `plan` names the solver error
+    rows = s.starts if s.starts is not None else 2 * ROUND_STARTS
+    records = history_records(max_steps, every)
+    numbers = len(TRAJECTORY_FIELDS) + 1
+    total = rows * records * numbers * 8
+    return total, (f"{rows} starts solved at once × {records} records (max_steps = {max_steps}) × "
+                   f"{numbers} numbers × 8 bytes")
+
+
+def _chunk_size(config: SweepConfig, per_point: int, count: int, num_devices: int,
+                recorded: int = 0, how: str = "") -> int:
     """`run.chunk_size`, or as many points as `run.memory_gb` holds (at the estimated `per_point` bytes),
-    at most 256, rounded up to a multiple of the device count."""
+    at most 256, rounded up to a multiple of the device count; with `run.history`, no more points than
+    the trajectories a solve may record (`MAX_HISTORY_BYTES`, at `recorded` bytes a point) allow.
+
+    **Raises:** `SweepConfigError` naming `run.history` when one point's records (or, with a fixed
+    `run.chunk_size`, one chunk's) would not fit.
+    """
+    every, limit = config.run.history, MAX_HISTORY_BYTES
+    if recorded > limit:
+        raise SweepConfigError(f"run.history={every}: one point's trajectories need {recorded / 2**30:.3g} "
+                               f"GiB ({how}), more than the {limit / 2**30:.0f} GiB a solve may record: "
+                               "record less often (a larger run.history) or set a smaller "
+                               "solver.max_steps.")
     if config.run.chunk_size:
+        if recorded * config.run.chunk_size > limit:
+            raise SweepConfigError(f"run.history={every}: a chunk of run.chunk_size = "
+                                   f"{config.run.chunk_size} points records "
+                                   f"{recorded * config.run.chunk_size / 2**30:.3g} GiB ({how} a point), "
+                                   f"more than the {limit / 2**30:.0f} GiB a solve may record: set a "
+                                   "smaller run.chunk_size (0 sizes it), or a larger run.history.")
         return config.run.chunk_size
     size = int(max(1, min(256, config.run.memory_gb * 2**30 // max(per_point, 1), count)))
-    return -(-size // num_devices) * num_devices
+    size = -(-size // num_devices) * num_devices
+    if recorded:
+        most = limit // recorded
+        size = min(size, most // num_devices * num_devices or most)
+    return size
 
 
 def _product_size(values: list[np.ndarray]) -> int:
@@ -494,8 +542,9 @@ def groups(grid: Grid, num_devices: int = 1) -> list[Group]:
         mask[tuple(np.asarray(members).T)] = True
         full = np.expand_dims(mask, [a for a in range(len(grid.shape)) if a not in shape_axes])
         indices = np.flatnonzero(np.broadcast_to(full, grid.shape))
-        per_point = point_bytes(example, config.solver.batch_starts)
-        size = _chunk_size(config, per_point, len(indices), num_devices)
+        recorded, how = history_bytes(config, example)
+        per_point = point_bytes(example, config.solver.batch_starts) + recorded
+        size = _chunk_size(config, per_point, len(indices), num_devices, recorded, how)
         out.append(Group(group_key(example), _tag(example, width), indices, width, size, example,
                          per_point))
     return out

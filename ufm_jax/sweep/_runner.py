@@ -66,12 +66,13 @@ from .._memory import InsufficientMemory, available_memory, check_fits, human
 from .._problem import pad_columns, stack_problems
 from ..metrics import class_means, nc_metrics
 from .._search import search
-from ..solve import Solution, Status, solve
+from ..solve import Solution, Status, Trajectory, solve
+from ..solve._minimise import TRAJECTORY_FIELDS, history_records
 from ..solve import make_solver as _make_solver
 from ._config import SweepConfig, SweepConfigError
 from ._dataset import build_dataset, confident_searches, count, load_dataset, report, save_dataset, to_csv
 from ._files import DamagedFileError, Manifest, atomic_write, remove_temp_files, sha256
-from ._grid import Batch, Grid, Group, Point, groups
+from ._grid import Batch, Grid, Group, Point, groups, history_bytes
 from ._plots import figure_metrics, plot_dataset
 from ._store import (
     SweepRunError,
@@ -195,6 +196,9 @@ def output_bytes(sweep: Plan) -> int:
         starts = sweep.config.solver.starts or 1
         numbers = (60 + 4 * starts + p.num_classes * (p.num_classes + 4)
                    + sum(p.layer_dims) * 3)
+        if sweep.config.run.history is not None:  # the records of one start (outside the CSV)
+            steps = make_solver(sweep.config, p).max_steps
+            numbers += history_records(steps, sweep.config.run.history) * (len(TRAJECTORY_FIELDS) + 2) // 2
         total += len(group.indices) * numbers * 40 + group.num_chunks * 20_000
     return total
 
@@ -240,6 +244,8 @@ def estimate_seconds(sweep: Plan) -> float:
 
 
 def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "an unknown time"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -270,6 +276,10 @@ def dry_run(config: SweepConfig, *, output: str | Path | None = None) -> tuple[i
         lines.append(f"  {group.tag}: {len(group.indices)} points in {group.num_chunks} chunk"
                      f"{'s' if group.num_chunks > 1 else ''} of {group.chunk_size}; one batch needs about "
                      f"{human(group.batch_bytes)} ({_describe_group(config, group)})")
+    if config.run.history is not None:
+        recorded, how = history_bytes(config, sweep.groups[0].example)
+        lines.append(f"history: every {config.run.history} iterations; a point's solve holds {human(recorded)} "
+                     f"of records ({how}), counted in the batch memory above")
     available, where = available_memory()
     largest = max(g.batch_bytes for g in sweep.groups)
     lines.append(f"memory: the largest batch needs about {human(largest)}; "
@@ -314,7 +324,7 @@ METRICS = eqx.filter_jit(eqx.filter_vmap(_metrics))
 
 
 def _solve_stacked(config: SweepConfig, problem, seeds: np.ndarray, n: int, pad_to: int, *,
-                   shard: bool | None = None, start=None) -> Solution:
+                   shard: bool | None = None, start=None, history: int | None = None) -> Solution:
     def pad(x):
         x = np.asarray(x) if not isinstance(x, jax.Array) else x
         if pad_to == n:
@@ -331,13 +341,14 @@ def _solve_stacked(config: SweepConfig, problem, seeds: np.ndarray, n: int, pad_
         # there; the others draw structured and random starts until the evidence is enough. It pads
         # its own rounds, so the chunk is not padded.
         return search(problem, solver, key=np.asarray(seeds, dtype=np.int64)[:n], max_starts=s.max_starts,
-                      init_scale=s.init_scale, shard=shard, slots=slots, **s.rule)
+                      init_scale=s.init_scale, shard=shard, slots=slots, history=history, **s.rule)
     problem = jax.tree.map(pad, problem)
     if start is None:
         sol = solve(problem, solver, key=pad(np.asarray(seeds, dtype=np.int64)), seeds=s.starts,
-                    shard=shard, init_scale=s.init_scale, slots=slots)
+                    shard=shard, init_scale=s.init_scale, slots=slots, history=history)
     else:
-        sol = solve(problem, solver, start=jax.tree.map(pad, start), shard=shard, slots=slots)
+        sol = solve(problem, solver, start=jax.tree.map(pad, start), shard=shard, slots=slots,
+                    history=history)
     return sol[:n]
 
 
@@ -347,22 +358,25 @@ def solve_chunk(config: SweepConfig, batch: Batch, pad_to: int | None = None, *,
     last, best of the configured random starts each.
 
     Each point's starts are drawn from its own seed (`solve` with one key per problem), so a point's
-    numbers do not depend on the chunk it lands in: a resumed sweep reproduces them exactly.
+    numbers do not depend on the chunk it lands in: a resumed sweep reproduces them exactly. With
+    `run.history = K` each point's returned start records its trajectory (`Solution.history`).
     """
     n = len(batch)
     return _solve_stacked(config, batch.problem, batch.seeds, n, n if pad_to is None else pad_to,
-                          shard=shard)
+                          shard=shard, history=config.run.history)
 
 
 def solve_points(config: SweepConfig, points: list[Point], columns: int | None = None, *,
-                 pad_to: int | None = None, shard: bool | None = None, start=None) -> Solution:
+                 pad_to: int | None = None, shard: bool | None = None, start=None,
+                 history: int | None = None) -> Solution:
     """Solve `points` (one `Problem` each) as one batch, explicit problems padded to `columns`, like
-    `solve_chunk`; or from `start` (a batched `Params`, one per point) with one start each."""
+    `solve_chunk`; or from `start` (a batched `Params`, one per point) with one start each; recording
+    every `history` iterations (default: nothing, whatever `run.history` says)."""
     n = len(points)
     problems = [p.problem if columns is None or p.problem.weighted else
                 pad_columns(p.problem, columns) for p in points]
     return _solve_stacked(config, stack_problems(problems), np.asarray([p.seed for p in points]), n,
-                          n if pad_to is None else pad_to, shard=shard, start=start)
+                          n if pad_to is None else pad_to, shard=shard, start=start, history=history)
 
 
 def theory_columns(solution: Solution, i: int, rule: dict | None = None) -> dict:
@@ -438,7 +452,27 @@ def chunk_records(batch: Batch, solution: Solution, digest: str = "",
         rec[key] = np.asarray(value)
     rec.update(_columns([theory_columns(solution, i, rule) for i in range(n)]))
     rec.update(boundary_columns([jax.tree.map(lambda x: x[i], problem) for i in range(n)]))
+    if solution.history is not None:
+        rec.update(history_columns(solution.history, rec["theory_objective"]))
     return rec
+
+
+def history_columns(history: Trajectory, theory_objective: np.ndarray) -> dict[str, np.ndarray]:
+    """The trajectories of a chunk's points over a record axis cut to the longest (`(points, R)`):
+    `history_length`, `history_iteration` (-1 past a point's length: points stop at different
+    iterations, and the last record of each is its returned point, wherever it stopped), one
+    `history_<field>` per `TRAJECTORY_FIELDS` (NaN past the length) and `history_gap`, the gap to the
+    theory's minimum `(f − f*)/max(1, |f*|)` as `ufm_jax.check` computes it (NaN without a theory)."""
+    length = np.asarray(history.length, np.int64)
+    size = max(int(length.max(initial=0)), 1)
+    past = np.arange(size)[None, :] >= length[:, None]
+    out = {"history_length": length,
+           "history_iteration": np.where(past, -1, np.asarray(history.iteration, np.int64)[:, :size])}
+    for name in TRAJECTORY_FIELDS:
+        out[f"history_{name}"] = np.where(past, np.nan, np.asarray(history.values[name], np.float64)[:, :size])
+    theory = np.asarray(theory_objective, np.float64)[:, None]
+    out["history_gap"] = (out["history_objective"] - theory) / np.maximum(1.0, np.abs(theory))
+    return out
 
 
 def chunk_bytes(rec: dict[str, np.ndarray]) -> bytes:
@@ -537,10 +571,43 @@ class _Speed(ProgressColumn):
         return Text("-- points/s" if speed is None else f"{speed:.2f} points/s")
 
 
-def _progress(enabled: bool, console=None) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("points"), _Speed(), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), disable=not enabled, console=console)
+class _Progress:
+    """A sweep's progress on stderr: a rich progress bar on a terminal (or the `console` given); one
+    plain line per chunk otherwise (a log file or a pipe, where a bar's redraws come out garbled):
+    `name: done/total points, elapsed, about ETA left`, the ETA from this run's points per second."""
+
+    def __init__(self, name: str, total: int, done: int, enabled: bool, console=None):
+        self.name, self.total, self.done, self.start_done = name, total, done, done
+        self.enabled = enabled
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if enabled and (console is not None or sys.stderr.isatty()):
+            from rich.console import Console
+
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("points"), _Speed(), TimeElapsedColumn(), TextColumn("ETA"),
+                                TimeRemainingColumn(), console=console or Console(stderr=True))
+            self.task = self.bar.add_task(name, total=total, completed=done)
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def advance(self, points: int) -> None:
+        self.done += points
+        if self.bar is not None:
+            self.bar.advance(self.task, points)
+        elif self.enabled:
+            seconds = time.perf_counter() - self.t0
+            rate = (self.done - self.start_done) / seconds if seconds > 0 else math.inf
+            eta = (self.total - self.done) / rate if rate > 0 else math.inf
+            print(f"{self.name}: {self.done}/{self.total} points, {_duration(seconds)} elapsed, "
+                  f"about {_duration(eta)} left", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -631,10 +698,12 @@ def run_sweep(config: SweepConfig, *, output: str | Path | None = None, progress
 
     - `config`: from `load_config`.
     - `output`: the results folder (default `config.output`).
-    - `progress`: state the plan (points, groups, chunks, memory of one batch) on stderr and show a
-      rich progress bar.
+    - `progress`: state the plan (points, groups, chunks, memory of one batch) on stderr, and the
+      progress: a rich progress bar on a terminal, one plain line per chunk otherwise (points done,
+      elapsed, time left).
     - `figures`: draw the figures.
-    - `console`: a `rich.console.Console` for the progress bar.
+    - `console`: a `rich.console.Console` for the progress bar (a bar even where stderr is no
+      terminal).
 
     **Returns:** a `SweepResult`.
 
@@ -712,8 +781,7 @@ def run_sweep(config: SweepConfig, *, output: str | Path | None = None, progress
         status = "stopped"
         try:
             todo = sum(len(group.chunk(i)) for (group, i), d in zip(chunks, done) if not d)
-            with _progress(progress and writer, console) as bar:
-                task = bar.add_task(config.name, total=total, completed=total - todo)
+            with _Progress(config.name, total, total - todo, progress and writer, console) as bar:
                 for (group, i), name, is_done in zip(chunks, names, done):
                     if is_done:
                         continue
@@ -725,7 +793,7 @@ def run_sweep(config: SweepConfig, *, output: str | Path | None = None, progress
                             manifest.write(name, data)
                     log.append({"chunk": name, "points": len(batch), **solution.timing})
                     computed_points += len(batch)
-                    bar.advance(task, len(batch))
+                    bar.advance(len(batch))
             if not writer:
                 status = "completed"
                 return SweepResult(out, None, total, 0, 0, 0, computed_points, time.perf_counter() - t0)

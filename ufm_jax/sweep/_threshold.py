@@ -2,9 +2,11 @@
 
 The boundary is where a metric crosses a small level, e.g. the `λ_Z` at which the minority classes
 collapse (`minority_logit_spread` falls below 1e-6). Both ends of the bracket are solved from the config's
-random starts; every midpoint is solved from the parameters of the last solve (`solve(..., start=...)`),
-with 1% noise to leave symmetric subspaces, a continuation that converges in few steps because
-neighbouring points have neighbouring minimisers.
+random starts; every midpoint is solved from the minimisers of the bracket's two ends (`solve(...,
+start=...)`, both in one batch, the lower objective kept), each with 1% noise to leave symmetric
+subspaces: a continuation that converges in few steps because neighbouring points have neighbouring
+minimisers, and that does not stay on the collapsed side (the origin, past complete collapse, is a
+critical point no noise relative to it leaves).
 
 The theory's value is the root of `b(x) − λ_Z(x)` on the same axis, where `b(x)` is the boundary of
 `ufm_jax.phase_boundaries` (in `λ_Z` units) of the point at `x` (`scipy.optimize.brentq`; on a `lam_z`
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import time
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +26,10 @@ import numpy as np
 from scipy.optimize import brentq
 
 from .._families import phase_boundaries
+from .._params import init_params
 from ._config import AXES, REAL_AXES, SweepConfig, SweepConfigError
 from ._grid import Point, make_point
-from ._runner import METRICS, solve_points
+from ._runner import METRICS, _metrics, solve_points
 
 
 @dataclasses.dataclass
@@ -64,7 +69,7 @@ def _point(config: SweepConfig, axis: str, x: float) -> Point:
             continue
         if len(values) != 1:
             raise SweepConfigError(f"grid.{name}: threshold needs every other axis fixed; it has "
-                                   f"{len(values)} values.")
+                                   f"{len(values)} values: pick one with --axis {name}=VALUE.")
         fixed[name] = values[0]
     return make_point(config, {**fixed, axis: x})
 
@@ -102,6 +107,62 @@ def _perturb(params, step: int, seed: int, size: float = 1e-2):
         noisy = x + size * rms * jax.random.normal(k, x.shape, x.dtype)
         out.append(jnp.where(x == 0, x, noisy))  # padding columns and absent biases stay zero
     return jax.tree.unflatten(tree, out)
+
+
+def threshold_metrics(point: Point) -> dict[str, tuple[int, ...]]:
+    """The metrics a threshold can bisect on `point`'s problem, with their shapes per point (traced with
+    `jax.eval_shape`: nothing is compiled or solved)."""
+    params = init_params(point.problem, 0)
+    shapes = jax.eval_shape(_metrics, params, point.problem)
+    return {name: tuple(s.shape) for name, s in sorted(shapes.items())}
+
+
+def parse_metric(metric: str, shapes: dict[str, tuple[int, ...]]) -> tuple[str, int | None]:
+    """`name` or `name[k]` (component `k` of a vector metric, 0-based as in the dataset) → `(name, k)`;
+    a vector metric without a component is compared by its smallest entry (the first class to vanish).
+
+    **Raises:** `SweepConfigError` naming the metric and the ones allowed: a matrix metric, an unknown
+    name or a component out of range.
+    """
+    match = re.fullmatch(r"\s*(\w+)\s*(?:\[\s*(\d+)\s*\])?\s*", metric)
+    scalars = [n for n, s in shapes.items() if len(s) == 0]
+    vectors = [n for n, s in shapes.items() if len(s) == 1]
+    allowed = (f"a number per point ({', '.join(scalars)}) or a vector's component "
+               f"({', '.join(f'{n}[k], k < {shapes[n][0]}' for n in vectors)}; a vector's name alone: its "
+               "smallest entry)")
+    name = match.group(1) if match else metric
+    if not match or name not in scalars + vectors:
+        why = (f"a {shapes[name][0]} x {shapes[name][1]} matrix per point, which has no one value to "
+               "bisect" if name in shapes and len(shapes[name]) == 2 else "not a metric")
+        raise SweepConfigError(f"threshold.metric={metric!r}: {why}; expected one of {allowed}.")
+    if match.group(2) is None:
+        return name, None
+    k = int(match.group(2))
+    if name not in vectors or k >= shapes[name][0]:
+        raise SweepConfigError(f"threshold.metric={metric!r}: "
+                               + (f"{name} is a number per point, without components"
+                                  if name not in vectors else f"{name} has {shapes[name][0]} components "
+                                  f"(0..{shapes[name][0] - 1})") + f"; expected one of {allowed}.")
+    return name, k
+
+
+def _check_boundary(ends: list[Point], name: str | None) -> None:
+    """`name` is one of the boundaries `ufm_jax.phase_boundaries` gives the bracket's ends."""
+    if name is None:
+        return
+    names = list(dict.fromkeys(n for p in ends for n in phase_boundaries(p.problem)))
+    if not any(name in (n, n.replace(" ", "_")) for n in names):
+        raise SweepConfigError(f"threshold.boundary={name!r}: expected one of {names} (the theory's "
+                               "boundaries of this problem)." if names else
+                               f"threshold.boundary={name!r}: this problem has no theory boundaries "
+                               "(ufm_jax.phase_boundaries gives none); leave --boundary out.")
+
+
+def bisection_steps(lo: float, hi: float, rtol: float, max_steps: int) -> int:
+    """Midpoints a geometric bisection of `[lo, hi]` takes to `hi/lo − 1 <= rtol` (at most
+    `max_steps`): each halves `log(hi/lo)`."""
+    ratio = math.log(hi / lo) / math.log1p(rtol)
+    return min(max_steps, max(0, math.ceil(math.log2(ratio)))) if ratio > 1 else 0
 
 
 def _check_bracket(config: SweepConfig, axis: str | None, lo, hi, rtol) -> None:
@@ -144,13 +205,20 @@ def find_threshold(
     - `axis`: a real-valued axis (e.g. `lam_z`); `lo`, `hi`: the bracket (the metric must be on
       opposite sides of `level` at the two ends).
     - `metric`: a stored metric name (`ufm_jax.metrics.nc_metrics` keys, `mean_norms`, `dead_classes`);
-      a vector metric is compared by its smallest entry (e.g. the first class to vanish).
+      a vector metric is compared by its smallest entry (e.g. the first class to vanish), or by one
+      component, `mean_norms[3]` (0-based, as the dataset's index); a matrix metric is refused.
     - `level`: the crossing level; `rtol`: stop when `hi/lo − 1 <= rtol`.
-    - `boundary`: the theory boundary to compare with (default: the first that lies in the bracket).
-    - `callback`: called with `(x, value, status)` after each solve.
+    - `boundary`: the theory boundary to compare with (default: the first that lies in the bracket);
+      a name of `ufm_jax.phase_boundaries` of the bracket's problem.
+    - `callback`: called after each solve with `{"step", "steps", "x", "value", "status", "seconds",
+      "eta_s"}`: solves so far and in all (the two ends and the midpoints; the bisection may stop
+      earlier at `max_steps`), the point, its metric and status code, seconds so far and the seconds
+      the remaining solves take at the mean time of the midpoints so far (the ends, which compile, at
+      theirs).
 
-    **Raises:** `SweepConfigError` for a bad axis or bracket, or when the bracket does not straddle the
-    level.
+    **Raises:** `SweepConfigError` before anything is solved for a bad axis, bracket, metric (one the
+    tool cannot bisect: a matrix, a component out of range) or boundary (not one of the problem's); and
+    when the bracket does not straddle the level (after solving its ends).
     """
     t = config.threshold
     axis = axis or t.axis
@@ -159,28 +227,46 @@ def find_threshold(
     metric = metric or t.metric or config.family.threshold_metric
     level = t.level if level is None else level
     rtol = t.rtol if rtol is None else rtol
+    boundary = boundary or t.boundary
     _check_bracket(config, axis, lo, hi, rtol)
     ends = [_point(config, axis, lo), _point(config, axis, hi)]  # checks both ends: nothing solved yet
+    name, component = parse_metric(metric, threshold_metrics(ends[0]))
+    _check_boundary(ends, boundary)
     columns = None if ends[0].problem.weighted else max(p.problem.columns_per_class for p in ends)
     evaluations = []
+    steps = 2 + bisection_steps(lo, hi, rtol, t.max_steps)
+    t0 = time.perf_counter()
+    times: list[float] = []
 
-    def evaluate(x, start):
+    def evaluate(x, starts):
         point = _point(config, axis, x)
-        if start is not None:
-            start = _perturb(start, len(evaluations), config.solver.seed)
-        sol = solve_points(config, [point], columns, start=start)
-        values = METRICS(sol.params, sol.problem)
-        if metric not in values:
-            raise SweepConfigError(f"threshold.metric={metric!r}: expected one of {sorted(values)}.")
-        value = float(np.nanmin(np.asarray(values[metric])[0]))
+        t1 = time.perf_counter()
+        if starts is None:
+            sol = solve_points(config, [point], columns)
+        else:
+            # From both neighbours' minimisers (each with noise), the lower objective kept: a start on
+            # the collapsed side (the origin past complete collapse is a critical point) cannot leave
+            # its collapse, one on the other side can reach it.
+            noisy = [_perturb(s, 2 * len(evaluations) + j, config.solver.seed) for j, s in enumerate(starts)]
+            both = solve_points(config, [point] * len(starts), columns,
+                                start=jax.tree.map(lambda *xs: jnp.concatenate(xs), *noisy))
+            objective = np.asarray(both.objective, np.float64)
+            best = int(np.argmin(np.where(np.isfinite(objective), objective, np.inf)))
+            sol = both[np.asarray([best])]
+        values = np.asarray(METRICS(sol.params, sol.problem)[name])[0]
+        value = float(np.nanmin(values) if component is None else values[component])
         status = int(np.asarray(sol.status)[0])
         evaluations.append((x, value, status))
+        times.append(time.perf_counter() - t1)
         if callback is not None:
-            callback(x, value, status)
+            left = steps - len(evaluations)
+            mean = np.mean(times[2:]) if len(times) > 2 else np.mean(times)
+            callback({"step": len(evaluations), "steps": steps, "x": x, "value": value, "status": status,
+                      "seconds": time.perf_counter() - t0, "eta_s": left * float(mean)})
         return value > level, sol.params
 
-    side_lo, _ = evaluate(lo, None)
-    side_hi, params = evaluate(hi, None)
+    side_lo, params_a = evaluate(lo, None)
+    side_hi, params_b = evaluate(hi, None)
     if side_lo == side_hi:
         raise SweepConfigError(f"{metric} is {'above' if side_lo else 'below'} {level:g} at both "
                                f"{axis}={lo:g} and {hi:g}: widen the bracket.")
@@ -189,7 +275,10 @@ def find_threshold(
         if b / a - 1 <= rtol:
             break
         mid = math.sqrt(a * b)
-        side, params = evaluate(mid, params)
-        a, b = (mid, b) if side == side_lo else (a, mid)
-    name, theory = theory_threshold(config, axis, lo, hi, boundary or t.boundary)
-    return ThresholdResult(axis, math.sqrt(a * b), a, b, metric, level, evaluations, theory, name)
+        side, params = evaluate(mid, [params_a, params_b])
+        if side == side_lo:
+            a, params_a = mid, params
+        else:
+            b, params_b = mid, params
+    found, theory = theory_threshold(config, axis, lo, hi, boundary)
+    return ThresholdResult(axis, math.sqrt(a * b), a, b, metric, level, evaluations, theory, found)
