@@ -91,9 +91,11 @@ def test_cli_json_has_the_documented_fields():
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     for key in ("objective", "grad_norm", "iterations", "status", "metrics", "timing", "theory", "gap",
-                "certified"):
+                "certified", "evidence", "precision", "tolerances"):
         assert key in out
     assert set(out["timing"]) >= {"compile_s", "solve_s"}
+    # A result says the tolerances it was held to (float32 ones are looser).
+    assert out["precision"] == "float64" and out["tolerances"] == {"objective_rtol": 1e-8, "geometry_rtol": 1e-4}
     assert out["status"] == "converged" and out["certified"] is True
 
 

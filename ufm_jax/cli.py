@@ -209,14 +209,24 @@ def _print_report(report: dict) -> None:
     from rich.table import Table
 
     table = Table(title="ufm solve", show_header=False)
-    for name in ("objective", "grad_norm", "iterations", "status", "objective_spread", "certified", "gap"):
+    for name in ("objective", "grad_norm", "iterations", "status", "objective_spread", "gap"):
         table.add_row(name, str(report.get(name)))
+    tol = report["tolerances"]
+    table.add_row("certified", f"{report['certified']} ({report['precision']}: objective to "
+                  f"{tol['objective_rtol']:g}, geometry to {tol['geometry_rtol']:g})")
     theory = report.get("theory")
     if theory is not None:
         table.add_row("theory objective", str(theory["objective"]))
         table.add_row("regime", str(theory["regime"]))
     else:
         table.add_row("theory", str(report.get("theory_reason")))
+    ev = report["evidence"]
+    minima = ", ".join(f"{v:.10g} ×{c}" for v, c in ev["minima"][:4]) + (" ..." if len(ev["minima"]) > 4 else "")
+    table.add_row("evidence", f"{ev['kind']}: {ev['starts']} starts, {ev['hits']} at the best; "
+                  f"confident: {ev['confident']}")
+    table.add_row("minima found", minima or "-")
+    if ev["hessian_min_eig"] is not None:
+        table.add_row("Hessian min eig", f"{ev['hessian_min_eig']:.3g} ({ev['hessian_verdict']})")
     for name, value in report["metrics"].items():
         if not isinstance(value, list):
             table.add_row(name, f"{value:.3e}" if isinstance(value, float) else str(value))
