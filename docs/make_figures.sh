@@ -22,3 +22,4 @@ run seed001_n_a examples/seed001_hong_ling_n_a.toml minority_logit_spread
 run seed004_deep_linear examples/seed004_dang_deep_linear.toml mean_norms
 run seed000_mse_bias examples/seed000_liu_mse_bias.toml product_singular_values
 run seed003_relu_ce examples/seed003_relu_ce.toml mean_norms
+run deep_ce_basins examples/deep_ce_basins.toml hit_fraction

@@ -117,3 +117,14 @@ def test_queued_slots_agree_with_whole_batch():
         np.testing.assert_allclose(queued.params.features, whole.params.features, atol=1e-6)
     with pytest.raises(ValueError, match="slots"):
         u.solve(batch, slots=0)
+
+
+def test_an_unreachable_gtol_stalls_instead_of_running_to_max_steps():
+    # float32 cannot take the gradient norm to 1e-12 (its floor is ~1e-6 here): the solve stops with
+    # its own status once neither f nor the gradient norm improves, long before max_steps.
+    problem = u.biased_mse([100] * 4, 8, lam_w=5e-3, lam_h=5e-3, per_class=1, dtype=jnp.float32)
+    solution = u.solve(problem, u.LockstepLBFGS(gtol=1e-12, max_steps=5000))
+    assert u.Status(int(solution.status)) == u.Status.stalled
+    assert int(solution.iterations) < 2000
+    # The default gtol of the precision is reachable: float32 converges.
+    assert u.Status(int(u.solve(problem).status)) == u.Status.converged

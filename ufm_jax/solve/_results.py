@@ -39,7 +39,7 @@ _MESSAGES = {
     Status.max_steps: "max_steps was reached before the gradient norm reached gtol",
     Status.nonfinite: "the objective or its gradient became non-finite (the last finite iterate is kept)",
     Status.diverged: "the objective grew beyond 1e6 times its starting size",
-    Status.stalled: ("neither the objective nor the gradient norm improved for 50 iterations: the floor "
+    Status.stalled: ("neither the objective nor the gradient norm improved for 200 iterations: the floor "
                      "of the working precision (or a failing line search) before gtol"),
 }
 
