@@ -12,29 +12,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from _sweeps import TINY as BASE_TINY
 from ufm_jax.cli import app
 from ufm_jax.sweep import _plots, _threshold, find_threshold, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = """
-name = "tiny"
-[problem]
-family = "ce"
-dim = 3
-k_a = 2
-k_b = 2
-n_b = 10
-per_class = 1
-[grid]
-lam_z = { start = 5e-3, stop = 0.05, num = 3, spacing = "log" }
-ratio = [1, 4]
-[run]
-chunk_size = 2
-[plot]
-metrics = ["minority_spread"]
-formats = ["png"]
-[threshold]
+TINY = BASE_TINY + """[threshold]
 lo = 0.01
 hi = 0.04
 rtol = 0.05

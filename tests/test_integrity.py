@@ -22,6 +22,7 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
+from _sweeps import TINY, tiny_config
 from ufm_jax import _memory
 from ufm_jax.cli import app
 from ufm_jax.sweep import load_config, load_dataset, run_sweep
@@ -30,28 +31,9 @@ from ufm_jax.sweep._store import SweepRunError, fingerprint, fingerprint_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = """
-name = "tiny"
-[problem]
-family = "ce"
-dim = 3
-k_a = 2
-k_b = 2
-n_b = 10
-per_class = 1
-[grid]
-lam_z = { start = 5e-3, stop = 0.05, num = 3, spacing = "log" }
-ratio = [1, 4]
-[run]
-chunk_size = 2
-[plot]
-metrics = ["minority_spread"]
-formats = ["png"]
-"""
 
 
-def _config(text=TINY, **kw):
-    return load_config(text=text, **kw)
+_config = tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import xarray as xr
 from typer.testing import CliRunner
 
 import ufm_jax.sweep
+from _sweeps import TINY, tiny_config
 from ufm_jax import FAMILIES, phase_boundaries
 from ufm_jax._json import jsonable
 from ufm_jax._problem import structure
@@ -23,28 +24,9 @@ from ufm_jax.cli import app
 from ufm_jax.sweep import _runner
 from ufm_jax.sweep._grid import group_key
 
-TINY = """
-name = "tiny"
-[problem]
-family = "ce"
-dim = 3
-k_a = 2
-k_b = 2
-n_b = 10
-per_class = 1
-[grid]
-lam_z = { start = 5e-3, stop = 0.05, num = 3, spacing = "log" }
-ratio = [1, 4]
-[run]
-chunk_size = 2
-[plot]
-metrics = ["minority_spread"]
-formats = ["png"]
-"""
 
 
-def _config(text=TINY, **kw):
-    return load_config(text=text, **kw)
+_config = tiny_config
 
 
 @pytest.fixture(scope="module")
