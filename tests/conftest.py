@@ -1,6 +1,8 @@
 """Test configuration: float64, strict promotion, two CPU devices (so the sharded path runs in CI)."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Must happen before JAX initialises its backends.
@@ -8,7 +10,9 @@ import tempfile
 # worker threads slow down ~10x on a 2-core machine (and numpy is not imported yet at this point).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # The persistent compilation cache (on by default) goes to a folder of this test session, not the user's.
-os.environ["UFM_CACHE_DIR"] = tempfile.mkdtemp(prefix="ufm-test-cache-")
+# It is removed when the session ends, so test runs leave nothing behind in the temp folder.
+os.environ["UFM_CACHE_DIR"] = _cache_dir = tempfile.mkdtemp(prefix="ufm-test-cache-")
+atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
 ).strip()
