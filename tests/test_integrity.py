@@ -26,7 +26,7 @@ from _sweeps import TINY, tiny_config
 from ufm_jax import _memory
 from ufm_jax.cli import app
 from ufm_jax.sweep import load_config, load_dataset, run_sweep
-from ufm_jax.sweep import _files, _runner
+from ufm_jax.sweep import _files, _plan, _runner
 from ufm_jax.sweep._store import SweepRunError, fingerprint, fingerprint_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,7 +247,7 @@ def test_an_unwritable_output_exits_2(tmp_path, config_file, count_traces):
 
 
 def test_a_full_disk_exits_2_before_compiling(tmp_path, config_file, count_traces, monkeypatch):
-    monkeypatch.setattr(_runner, "free_disk", lambda path: 1000)
+    monkeypatch.setattr(_plan, "free_disk", lambda path: 1000)
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["sweep", str(config_file), "--out", str(out), "-q"])
     assert result.exit_code == 2

@@ -340,7 +340,8 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 
 def test_sweep_modules_import_without_cycles():
     # Each module imports only the ones before it (no function-local import hides a cycle).
-    order = ["_files", "_config", "_grid", "_dataset", "_plots", "_store", "_runner", "_threshold"]
+    order = ["_files", "_config", "_grid", "_dataset", "_plots", "_store", "_processes", "_chunks", "_plan",
+             "_runner", "_threshold"]
     folder = Path(ufm_jax.sweep.__file__).parent
     for i, name in enumerate(order):
         tree = ast.parse((folder / f"{name}.py").read_text())

@@ -322,7 +322,7 @@ def sweep(
     file); stdout holds the summary line only (with --dry-run, the number of points only).
     """
     from .sweep._config import SweepConfigError
-    from .sweep._runner import dry_run as _dry_run
+    from .sweep._plan import dry_run as _dry_run
     from .sweep._runner import run_sweep
     from .sweep._store import SweepRunError
 

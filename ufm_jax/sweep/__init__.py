@@ -1,11 +1,15 @@
 """Sweeps over grids of UFM problems: config, grid, resumable runner, dataset, figures, thresholds.
 
 Modules, each importing only those before it: `_files` (atomic writes, the checksum manifest),
-`_config`, `_grid`, `_dataset`, `_plots`, `_store` (the results folder: lock, fingerprint), `_runner`,
-`_threshold`. The `ufm sweep`, `ufm plot` and `ufm threshold` commands are in `ufm_jax.cli`
-(importing this package lazily: start-up time).
+`_config`, `_grid`, `_dataset`, `_plots`, `_store` (the results folder: lock, fingerprint), `_processes`
+(several processes under `jax.distributed`), `_chunks` (one chunk's solve, records and file), `_plan`
+(the plan and its pre-flight checks), `_runner`, `_threshold`.
+The `ufm sweep`, `ufm plot` and `ufm threshold` commands are in `ufm_jax.cli` (importing this package
+lazily: start-up time).
 """
 
+from ._chunks import solve_chunk as solve_chunk
+from ._chunks import solve_points as solve_points
 from ._config import SweepConfig as SweepConfig
 from ._config import SweepConfigError as SweepConfigError
 from ._config import load_config as load_config
@@ -26,14 +30,12 @@ from ._grid import Group as Group
 from ._grid import Point as Point
 from ._grid import groups as groups
 from ._grid import make_point as make_point
+from ._plan import Plan as Plan
+from ._plan import dry_run as dry_run
+from ._plan import plan as plan
 from ._plots import plot_dataset as plot_dataset
-from ._runner import Plan as Plan
 from ._runner import SweepResult as SweepResult
-from ._runner import dry_run as dry_run
-from ._runner import plan as plan
 from ._runner import run_sweep as run_sweep
-from ._runner import solve_chunk as solve_chunk
-from ._runner import solve_points as solve_points
 from ._store import SweepRunError as SweepRunError
 from ._store import fingerprint as fingerprint
 from ._threshold import ThresholdResult as ThresholdResult

@@ -97,8 +97,8 @@ import tomli_w
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 from .. import _validation as V
-from .._families import FAMILIES, PRESETS, Family
 from .._basins import MIN_STARTS
+from .._families import FAMILIES, PRESETS, Family
 from .._search import ROUND_STARTS
 from ..solve import DEFAULT_SLOTS, canonical_solver_name
 

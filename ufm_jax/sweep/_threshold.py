@@ -27,9 +27,9 @@ from scipy.optimize import brentq
 
 from .._families import phase_boundaries
 from .._params import init_params
+from ._chunks import METRICS, _metrics, solve_points
 from ._config import AXES, REAL_AXES, SweepConfig, SweepConfigError
 from ._grid import Point, make_point
-from ._runner import METRICS, _metrics, solve_points
 
 
 @dataclasses.dataclass
