@@ -16,25 +16,15 @@ from ufm_jax.sweep import _plots
 from ufm_jax.sweep._grid import history_bytes
 from ufm_jax.solve._solve import MAX_HISTORY_BYTES
 
-HISTORY = """
-name = "tiny history"
-[problem]
-family = "ce"
-dim = 3
-k_a = 2
-k_b = 2
-n_b = 10
-per_class = 1
-[grid]
-lam_z = { start = 5e-3, stop = 0.05, num = 3, spacing = "log" }
-ratio = [1.5, 4]
-[run]
-chunk_size = 2
-history = 3
-[plot]
-metrics = ["minority_logit_spread", "gap", "nc1"]
-formats = ["png"]
-"""
+from _sweeps import TINY
+
+# The shared tiny sweep (tests/_sweeps.py), unequal at every grid point (the minority metrics are NaN
+# for balanced classes), recording every 3 iterations.
+HISTORY = (TINY.replace('name = "tiny"', 'name = "tiny history"')
+           .replace("ratio = [1, 4]", "ratio = [1.5, 4]")
+           .replace("chunk_size = 2\n", "chunk_size = 2\nhistory = 3\n")
+           .replace('metrics = ["minority_spread"]', 'metrics = ["minority_logit_spread", "gap", "nc1"]'))
+assert HISTORY.count("history = 3") == 1 and "1.5" in HISTORY and "nc1" in HISTORY
 
 
 def _config(text=HISTORY, **kw):
