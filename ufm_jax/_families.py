@@ -25,8 +25,7 @@ import numpy as np
 from . import _validation as V
 from ._problem import Problem, make_problem
 from .theory._convex import convex_solution
-from .theory._deep_linear import (class_vanishing_lambdas, deep_linear_ce_balanced_solution,
-                                  deep_linear_mse_solution)
+from .theory._deep_linear import class_vanishing_lambdas, deep_linear_mse_solution
 from .theory._hong_ling import ce_balanced_solution, ce_two_cluster_solution, ce_two_cluster_thresholds
 from .theory._mse_bias import mse_free_bias_solution, surviving_direction_thresholds
 from .theory._relu_ce import relu_ce_solution, relu_dead_class_thresholds
@@ -179,12 +178,15 @@ def _no_theory_nonneg_mse(problem: Problem) -> TheorySolution:
 
 def ce_theory(problem: Problem) -> TheorySolution:
     """Hong & Ling 2023 (one layer: balanced, two clusters; any sizes and a free bias by the convex
-    certificate); Dang et al. 2023 App. A for deep balanced CE (true for one layer only, erratum E-DL16)."""
+    certificate). Deep CE has none: Dang et al. 2023 App. A's ETF point is not the global minimum for
+    L >= 2 in general (erratum E-DL16)."""
     x = _numbers(problem)
     if problem.depth > 1:
         if x.balanced:
-            return deep_linear_ce_balanced_solution(x.n, x.dim, x.widths, x.lam_w, x.lam_h,
-                                                    bias=problem.bias)
+            # Thm A.1's ETF point (`deep_linear_ce_balanced_solution(..., allow_uncertified=True)`) is a
+            # critical point, not the global minimum in general (erratum E-DL16): nothing to certify with.
+            raise TheoremNotApplicable("deep CE (L >= 2): no known global minimum (Dang et al. 2023 "
+                                       "Thm A.1's ETF point is not one in general: erratum E-DL16).")
         raise TheoremNotApplicable("deep CE with unequal class sizes: no known global minimum.")
     lam_w = float(x.lam_w[0])
     if problem.bias == "free":
@@ -315,7 +317,9 @@ def analytic_solution(problem: Problem) -> TheorySolution | NoTheory:
     - CE, one layer, two clusters of >= 2 classes → `ce_two_cluster_solution` (Thm 3.2);
     - CE, one layer, other sizes (any bias), and unequal sizes with a free bias → `convex_solution("ce",
       ...)` (convex certificate: `kind="convex"`, KKT residual in `details["kkt_residual"]`);
-    - CE, deeper, equal sizes → `deep_linear_ce_balanced_solution` (App. A; L = 1 only, E-DL16);
+    - CE, deeper: none. Dang et al. 2023 App. A's ETF point is a critical point but not the global
+      minimum in general (E-DL16); `deep_linear_ce_balanced_solution(..., allow_uncertified=True)`
+      returns it;
     - CE with `H >= 0`, one layer, no bias → `relu_ce_solution` (Dang et al. 2024, corrected).
     """
     try:
