@@ -14,9 +14,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ._config import SweepConfigError
-from ._store import (
-    SweepRunError,
-)
+from ._store import SweepRunError
 
 
 def is_writer() -> bool:
@@ -25,6 +23,7 @@ def is_writer() -> bool:
 
 
 def broadcast_done(done: list[bool]) -> list[bool]:
+    """Process 0's list of finished chunks, on every process."""
     if jax.process_count() == 1:
         return done
     flags = multihost_utils.broadcast_one_to_all(np.asarray(done, dtype=np.int32))
