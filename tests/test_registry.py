@@ -102,6 +102,8 @@ def test_auto_is_the_default_solver():
     (u.Adam, dict(learning_rate=float("nan")), "learning_rate"),
     (u.LockstepLBFGS, dict(shrink=1.0), "shrink"),
     (u.LockstepLBFGS, dict(max_steps=2.5), "max_steps"),
+    (u.LockstepLBFGS, dict(f_rtol=float("nan")), "f_rtol"),
+    (u.LockstepLBFGS, dict(f_rtol=-1e-3), "f_rtol"),
 ])
 def test_solvers_validate_themselves(cls, kwargs, name):
     with pytest.raises(ValueError, match=f"{name}=.* is not allowed"):
@@ -133,3 +135,14 @@ def test_boundaries_come_from_the_family():
     assert bounds["complete collapse"] == pytest.approx(2 / 12)
     assert bounds["minority collapse"] < bounds["minority zero"] < bounds["complete collapse"]
     assert u.phase_boundaries(CASES["relu_mse"][0]) == {}
+
+
+@pytest.mark.parametrize("problem", [
+    u.ce([3, 3, 1, 1], 2, lam_w=1e-3, lam_h=1e-3),  # two clusters, but d < K - 1
+    u.relu_ce([3, 2, 1], 2, lam_w=1e-3, lam_h=1e-3),  # d < K
+    u.ce([4, 4, 2, 2], 5, lam_w=1e-3, lam_h=1e-3, depth=2),  # deep
+], ids=["ce-small-d", "relu-ce-small-d", "ce-deep"])
+def test_no_boundaries_where_the_theory_does_not_apply(problem):
+    # A boundary is drawn over measured data only where the theorem behind it holds.
+    assert isinstance(u.analytic_solution(problem), u.NoTheory)
+    assert u.phase_boundaries(problem) == {}

@@ -115,7 +115,11 @@ def test_cli_search_flags_are_checked(args, flag):
 
 def test_search_arguments_are_checked():
     problem = u.ce([3, 3], 2, lam_w=0.1, lam_h=0.1)
-    for kwargs, name in [(dict(max_starts=0), "max_starts"), (dict(agree=5, max_starts=4), "agree"),
+    for kwargs, name in [(dict(max_starts=0), "max_starts"), (dict(agree=0), "agree"),
                          (dict(round_starts=0), "round_starts"), (dict(max_unseen=0.0), "max_unseen")]:
         with pytest.raises(ValueError, match=f"{name}="):
             u.search(problem, **kwargs)
+    # A budget below the default agree (or min_starts) is allowed: the search then runs to its budget
+    # and a point without a theory is not confident; a theorem still certifies its first start.
+    solution = u.search(problem, max_starts=2)
+    assert u.check(solution).certified

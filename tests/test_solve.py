@@ -128,3 +128,34 @@ def test_an_unreachable_gtol_stalls_instead_of_running_to_max_steps():
     assert int(solution.iterations) < 2000
     # The default gtol of the precision is reachable: float32 converges.
     assert u.Status(int(u.solve(problem).status)) == u.Status.converged
+
+
+_CACHE_SCRIPT = """
+import os, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import ufm_jax as u
+first, second = sys.argv[1], sys.argv[2]
+u.solve(u.ce([5, 5, 5], 4, lam_w=1e-3, lam_h=1e-3))
+kept = len(os.listdir(first))
+u.disable_compilation_cache()  # after a compile: later compiles must not write
+u.solve(u.ce([5, 5, 5, 5], 4, lam_w=1e-3, lam_h=1e-3))
+after_off = len(os.listdir(first))
+u.enable_compilation_cache(second)  # and another folder takes over
+u.solve(u.ce([5, 5, 5, 5, 5], 5, lam_w=1e-3, lam_h=1e-3))
+print(kept, after_off, len(os.listdir(second)))
+"""
+
+
+def test_the_compilation_cache_follows_its_switches(tmp_path):
+    # A fresh process: the cache's on/off decision is per process (and JAX's is taken at the first compile).
+    import os
+    import subprocess
+    import sys
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    env = {**os.environ, "UFM_CACHE_DIR": str(first), "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT, str(first), str(second)], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    kept, after_off, in_second = map(int, out)
+    assert kept >= 1 and after_off == kept and in_second >= 1

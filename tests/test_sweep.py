@@ -313,7 +313,9 @@ def test_config_errors_name_the_file_line(tmp_path, replace, where):
 def test_theory_threshold_along_another_axis():
     # k_A = k_B = 5, n_B = 100 at λ_Z = 4e-3: minority collapse where √n_B/N = λ_Z with
     # N = 5 n_A + 500, i.e. n_A = (10/4e-3 − 500)/5 = 400 (Hong & Ling Thm 3.2).
+    # d = K - 1 = 9: the theorem's condition (below it no boundary is given).
     text = TINY.replace("k_a = 2\nk_b = 2", "k_a = 5\nk_b = 5").replace("n_b = 10", "n_b = 100\nlam_z = 4e-3")
+    text = text.replace("dim = 3", "dim = 9")
     text = text.replace('lam_z = { start = 5e-3, stop = 0.05, num = 3, spacing = "log" }\nratio = [1, 4]',
                         "n_a = [200, 800]")
     cfg = _config(text).without_axis("n_a")

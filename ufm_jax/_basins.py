@@ -181,31 +181,17 @@ def enough_evidence(stats: BasinStatistics, *, agree: int = AGREE, min_starts: i
 
 
 def is_confident(stats: BasinStatistics, hessian_verdict: str | None, returned_objective: float, *,
-                 agree: int = AGREE, min_starts: int = MIN_STARTS, max_unseen: float = MAX_UNSEEN) -> bool:
-    """The search's `confident`: the evidence is enough (`enough_evidence`), the second-order check at
-    the returned point passed (`hessian_verdict == "nonnegative"`: not a saddle, and converged), and
-    the returned value is the best: one minimum with `best` and beaten by no start (`beaten_by is
-    None`). Never true for a value another start beat."""
-    if not math.isfinite(returned_objective) or not math.isfinite(stats.best):
+                 converged: bool = True, agree: int = AGREE, min_starts: int = MIN_STARTS,
+                 max_unseen: float = MAX_UNSEEN) -> bool:
+    """The search's `confident`: the returned point converged (`converged`: its status; the Hessian
+    check's tolerance grows with the gradient norm, so it cannot tell an unconverged point), the
+    evidence is enough (`enough_evidence`), the second-order check at the returned point passed
+    (`hessian_verdict == "nonnegative"`: not a saddle), and the returned value is the best: one minimum
+    with `best` and beaten by no start (`beaten_by is None`). Never true for a value another start
+    beat."""
+    if not converged or not math.isfinite(returned_objective) or not math.isfinite(stats.best):
         return False
     return (enough_evidence(stats, agree=agree, min_starts=min_starts, max_unseen=max_unseen)
             and hessian_verdict == "nonnegative"
             and stats.same_value(returned_objective, stats.best)
             and stats.beaten_by is None)
-
-
-def search_evidence(stats: BasinStatistics, hessian_min_eig: float | None, confident: bool) -> dict:
-    """The issue's evidence record for a search: `{kind: "search", starts, hits, minima,
-    hessian_min_eig, confident}` (JSON-ready), plus `unseen_mass`, `unconverged` and `missed_mass` (the
-    basin mass this many starts may have missed, `missed_mass`)."""
-    return {
-        "kind": "search",
-        "starts": stats.starts,
-        "hits": stats.hits,
-        "minima": [[float(v), int(c)] for v, c in stats.minima],
-        "hessian_min_eig": None if hessian_min_eig is None else float(hessian_min_eig),
-        "confident": bool(confident),
-        "unseen_mass": float(stats.unseen_mass),
-        "unconverged": dict(stats.unconverged),
-        "missed_mass": missed_mass(stats.starts),
-    }

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache as _jax_cache
 
 ENV = "UFM_CACHE_DIR"
 _OFF = {"", "0", "off", "none", "false", "no"}
@@ -57,7 +58,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     if not os.access(folder, os.W_OK):
         _state["disabled"] = True
         return None
-    jax.config.update("jax_compilation_cache_dir", str(folder))
+    _set_cache_dir(str(folder))
     _state["ours"] = True
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -70,8 +71,15 @@ def disable_compilation_cache() -> None:
     _state["decided"] = True
     _state["disabled"] = True
     if _state["ours"]:
-        jax.config.update("jax_compilation_cache_dir", None)
+        _set_cache_dir(None)
         _state["ours"] = False
+
+
+def _set_cache_dir(folder: str | None) -> None:
+    """Point JAX's cache at `folder` (None: off). JAX decides whether to use its cache once, at the first
+    compile, so the decision is reset too: the change holds for later compiles in this process."""
+    jax.config.update("jax_compilation_cache_dir", folder)
+    _jax_cache.reset_cache()
 
 
 def ensure_compilation_cache() -> None:

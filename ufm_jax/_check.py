@@ -44,8 +44,8 @@ class Evidence:
       (a saddle), `"nonnegative"` or `"inconclusive"`.
     - `unseen_mass`: the Good–Turing estimate of the start mass leading to basins not seen; `missed_mass`:
       the basin mass this many starts may have missed (95 % bound).
-    - `confident`: theorem/convex: the point is certified; search: `agree` starts reached the best, at
-      least `min_starts` were drawn, the unseen mass is small, the Hessian check passed and no start beat
+    - `confident`: theorem/convex: the point is certified; search: the returned point converged, `agree`
+      starts reached the best, at least `min_starts` were drawn, the unseen mass is small, the Hessian check passed and no start beat
       the returned value (`ufm_jax._basins.is_confident`); never for `"none"`.
     """
 
@@ -104,6 +104,7 @@ def evidence(solution: Solution, theory: TheorySolution | NoTheory, certified: b
     hessian = hessian_check(solution.params, solution.problem)
     kind = "search" if stats.starts >= 2 else "none"
     confident = kind == "search" and is_confident(stats, hessian.verdict, float(solution.objective),
+                                                  converged=int(solution.status) == Status.converged,
                                                   agree=agree, min_starts=min_starts,
                                                   max_unseen=max_unseen)
     return Evidence(kind, stats.starts, stats.hits, minima, float(hessian.min_eig), hessian.verdict,
@@ -163,6 +164,8 @@ def check(
     if not geometry_gap <= geometry_rtol:
         worst = max(geometry, key=geometry.get) if geometry else "?"
         reasons.append(f"geometry differs from theory ({worst} gap {geometry_gap:.3g})")
+    if theory.details.get("certified", True) is False:
+        reasons.append(f"the theory's point is not a certified global minimum (regime {theory.regime})")
     certified = not reasons
     return Check(theory.objective, theory.regime, gap, geometry_gap, geometry, certified,
                  "; ".join(reasons), objective_rtol, geometry_rtol, evidence(solution, theory, certified, **rule))

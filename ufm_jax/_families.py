@@ -204,11 +204,11 @@ def ce_theory(problem: Problem) -> TheorySolution:
 
 
 def ce_boundaries(problem: Problem) -> dict[str, float]:
-    """Two clusters, one layer, no free bias: minority collapse `√n_B/N`, the (b)/(c) switch `λ*` and
-    complete collapse `√n_A/N` (Hong & Ling 2023 Thm 3.2)."""
+    """Two clusters, one layer, no free bias, `d >= K − 1` (the theorem's conditions): minority collapse
+    `√n_B/N`, the (b)/(c) switch `λ*` and complete collapse `√n_A/N` (Hong & Ling 2023 Thm 3.2)."""
     x = _numbers(problem)
     clusters = _two_clusters(x.n)
-    if problem.depth > 1 or problem.bias == "free" or clusters is None:
+    if problem.depth > 1 or problem.bias == "free" or clusters is None or x.dim < x.n.size - 1:
         return {}
     k_a, n_a, k_b, n_b = clusters
     values = ce_two_cluster_thresholds(k_a, n_a, k_b, n_b, x.lam_b)
@@ -227,9 +227,10 @@ def relu_ce_theory(problem: Problem) -> TheorySolution:
 
 
 def relu_ce_boundaries(problem: Problem) -> dict[str, float]:
-    """The `λ_Z = √(λ_Wλ_H)` at which each class dies (one per distinct size)."""
+    """The `λ_Z = √(λ_Wλ_H)` at which each class dies (one per distinct size); one layer, no bias,
+    `d >= K` (the theorem's conditions)."""
     x = _numbers(problem)
-    if problem.depth != 1 or problem.bias != "none":
+    if problem.depth != 1 or problem.bias != "none" or x.dim < x.n.size:
         return {}
     thresholds = relu_dead_class_thresholds(x.n, 1.0, 1.0)
     return _per_size(x.n, np.sqrt(thresholds.lam_product_thresholds), "dead")
@@ -287,12 +288,6 @@ FAMILIES: dict[str, Family] = {
 
 PRESETS: dict[str, Family] = {preset: family for family in FAMILIES.values() for preset in family.presets}
 """Preset name → its `Family` (every preset name is also a config `problem.family`)."""
-
-
-def preset_family(name: str, parameter: str = "family") -> Family:
-    """The family of preset `name`; `ValueError` naming `parameter` and the presets otherwise."""
-    V.choice(parameter, name, tuple(PRESETS))
-    return PRESETS[name]
 
 
 def family_of(problem: Problem) -> Family:

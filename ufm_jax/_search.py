@@ -93,9 +93,9 @@ def search(
     **Raises:** `ValueError` naming a bad argument, before anything is compiled.
     """
     V.integer("max_starts", max_starts, 1)
-    V.integer("agree", agree, 1, max_starts)
-    # The standard of evidence does not bend to the budget: with max_starts < min_starts a search
-    # without a theory runs to its budget and is not confident (check says so).
+    V.integer("agree", agree, 1)
+    # The standard of evidence does not bend to the budget: with max_starts < min_starts (or < agree) a
+    # search without a theory runs to its budget and is not confident (check says so).
     min_starts = MIN_STARTS if min_starts is None else V.integer("min_starts", min_starts, 1)
     if not 0 < max_unseen <= 1:
         raise V.fail("max_unseen", max_unseen, "expected a number in (0, 1]")
@@ -218,7 +218,9 @@ class _State:
             return check(sol[row], theory).certified
         objectives = [r[0] for r in self.results[i]]
         status = [r[1] for r in self.results[i]]
-        stats = basin_statistics(np.asarray(objectives), np.asarray(status))
+        # Clustered in the solve's precision, as `check`'s evidence clusters them.
+        dtype = self.best(i)[2].problem.lam_h.dtype
+        stats = basin_statistics(np.asarray(objectives), np.asarray(status), dtype=dtype)
         return enough_evidence(stats, agree=agree, min_starts=min_starts, max_unseen=max_unseen)
 
     def solution(self, problem: Problem, batched: bool, rounds: int) -> Solution:

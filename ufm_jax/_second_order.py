@@ -30,8 +30,10 @@ exactly as on the original ones (the scales are constant on each factor, and on 
 **Reduced problems.** At a point whose columns of each class are equal (every critical point: the
 problem in one column is strictly convex), the Hessian of the full problem in balanced coordinates is
 block diagonal: the class-mean directions carry exactly the Hessian of the one-column-per-class problem
-(`reduce_problem`), and the within-class directions (`Σ_j w_kj δ_kj = 0`) have curvature
-`I + ∇²ℓ/(N'λ_H w_kj) ⪰ I` (cross terms are linear in `Σ_j w_kj δ_kj` and vanish). So `λ_min` of the
+(`reduce_problem`), and the within-class directions (`Σ_j w_kj δ_kj = 0`, `δ` in original
+coordinates) have curvature `I + Wᵀ∇²ℓ W/(N'λ_H) ⪰ I` in balanced coordinates (`W` the product of the
+layers, `ℓ` convex in the logits; the column weight cancels); the cross terms are linear in
+`Σ_j w_kj δ_kj` and vanish. So `λ_min` of the
 full problem is `min(λ_min(reduced), ≥ 1)`: the sign, and the value whenever it is below 1, are those
 of the reduced problem. `hessian_check` therefore works on the reduced problem when the point allows it
 (cost independent of `N`), and says so (`HessianCheck.reduced`).
@@ -157,11 +159,6 @@ def hessian_verdict(check: HessianCheck) -> Verdict:
 
 
 # ---- coordinates --------------------------------------------------------------------------------------
-
-
-def _flat(params: Params, problem: Problem) -> np.ndarray:
-    """The point in balanced coordinates, flattened as the solvers flatten it (`ravel_pytree`)."""
-    return np.asarray(ravel_pytree(to_balanced(params, problem))[0])
 
 
 def free_coordinates(params: Params, problem: Problem) -> Bool[Array, " n"]:
