@@ -90,6 +90,13 @@ def test_threshold_refuses_before_solving(tiny, monkeypatch):
         assert message in line, line
     res = _invoke("threshold", tiny, "--along", "lam_z")
     assert res.exit_code == 2 and "grid.ratio: " in res.stderr and "--axis ratio=VALUE" in res.stderr
+    # An axis the config's rules refuse beside the others: lam_w next to lam_z; n_a as a third size key.
+    for args, message in [
+        (["--along", "lam_w", "--lo", "1e-3", "--hi", "1e-1", "--axis", "ratio=4"], "threshold along lam_w: "),
+        (["--along", "n_a", "--lo", "20", "--hi", "200", "--axis", "ratio=4"], "threshold along n_a: grid.ratio"),
+    ]:
+        res = _invoke("threshold", tiny, *args)
+        assert res.exit_code == 2 and message in res.stderr, res.output
 
 
 def test_threshold_prints_progress_with_eta(tiny):

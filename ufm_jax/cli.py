@@ -112,8 +112,8 @@ def solve(
                                                  "best is reported.")] = None,
     max_starts: Annotated[int, typer.Option("--max-starts", help="Adaptive search (the default): at most N "
                                             "starts per problem.")] = 64,
-    agree: Annotated[int, typer.Option(help="Adaptive search without a theory: starts that must reach the "
-                                       "best value.")] = 3,
+    agree: Annotated[Optional[int], typer.Option(help="Adaptive search without a theory: starts that must "
+                                                 "reach the best value (default 3).")] = None,
     x64: Annotated[bool, typer.Option("--x64/--x32", help="Float64 (the default: certifying needs it) or "
                                       "float32 (faster; held to float32 tolerances).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -171,10 +171,13 @@ def solve(
             solution = u.solve(problem, chosen, key=key, seeds=seeds, init_scale=init_scale, reduce=reduce,
                                history=history)
         else:
-            from ._basins import MIN_STARTS
+            from ._basins import AGREE, MIN_STARTS
 
             V.integer("max_starts", max_starts, 1)
-            rule = dict(agree=V.integer("agree", agree, 1, max_starts), min_starts=MIN_STARTS)
+            # An --agree above the default that the budget cannot meet is refused; the default is not (a
+            # small budget then runs to its end, and a point without a theory is not confident).
+            agree = AGREE if agree is None else V.integer("agree", agree, 1, max(max_starts, AGREE))
+            rule = dict(agree=agree, min_starts=MIN_STARTS)
             solution = u.search(problem, chosen, key=key, max_starts=max_starts, init_scale=init_scale,
                                 reduce=reduce, history=history, callback=_progress_line, **rule)
     except ValueError as err:

@@ -97,7 +97,7 @@ import tomli_w
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 from .. import _validation as V
-from .._basins import MIN_STARTS
+from .._basins import AGREE, MIN_STARTS
 from .._families import FAMILIES, PRESETS, Family
 from .._search import ROUND_STARTS
 from ..solve import DEFAULT_SLOTS, canonical_solver_name
@@ -253,7 +253,7 @@ class SolverSection(_Section):
     gtol: _checked(_positive, float | None) = None
     starts: _checked(_count, int | None) = None
     max_starts: Count = 64
-    agree: Count = 3
+    agree: Count = AGREE
     seed: _checked(_seed, int) = 0
     init_scale: Positive = 1.0
 
@@ -274,7 +274,9 @@ class SolverSection(_Section):
 
     @pydantic.model_validator(mode="after")
     def _agree_fits(self):
-        if self.agree > self.max_starts:
+        # An agree above the default that the budget cannot meet is refused; the default is not (a
+        # small budget then runs to its end, and a point without a theory is not confident).
+        if self.agree > max(self.max_starts, AGREE):
             raise _Invalid("solver", "agree", f"{self.agree}: expected at most max_starts = {self.max_starts}.")
         return self
 
@@ -551,10 +553,11 @@ def _check_problem(problem: ProblemSection, grid: dict) -> None:
 
 
 class _Lines:
-    """Finds the line of `section.key` (or of the `[section]` header) in a TOML file's text."""
+    """Finds the line of `section.key` (or of the `[section]` header) in a TOML file's text; a key set
+    on the command line (`flagged`) is named as such instead (the file's line is not where it came from)."""
 
-    def __init__(self, path: str | None, text: str | None):
-        self.path, self.text = path, text
+    def __init__(self, path: str | None, text: str | None, flagged: frozenset = frozenset()):
+        self.path, self.text, self.flagged = path, text, flagged
 
     def line(self, section: str, key: str | None) -> int | None:
         if self.text is None:
@@ -574,6 +577,8 @@ class _Lines:
 
     def message(self, section: str, key: str | None, text: str) -> str:
         name = ".".join(x for x in (section, key) if x)
+        if (section, key) in self.flagged:
+            return f"command line: {name}: {text}"
         line = self.line(section, key)
         where = ""
         if self.path is not None:
@@ -610,15 +615,17 @@ def _located(error: dict) -> tuple[str, str | None, str]:
     return section, key, f"{error['input']!r}: {msg[0].lower()}{msg[1:]}."
 
 
-def validate(data: dict, *, source: str | None = None, text: str | None = None) -> SweepConfig:
+def validate(data: dict, *, source: str | None = None, text: str | None = None,
+             flagged: frozenset = frozenset()) -> SweepConfig:
     """Validate a parsed config dict (see the module docstring) into a `SweepConfig`.
 
-    **Raises:** `SweepConfigError`, one line per error: `file:line: section.key: message`.
+    **Raises:** `SweepConfigError`, one line per error: `file:line: section.key: message`
+    (`command line: section.key: message` for a `(section, key)` in `flagged`).
     """
     try:
         return SweepConfig.model_validate(data)
     except pydantic.ValidationError as e:
-        lines = _Lines(source, text)
+        lines = _Lines(source, text, flagged)
         messages = dict.fromkeys(lines.message(*_located(err)) for err in e.errors(include_url=False))
         raise SweepConfigError("\n".join(messages)) from None
 
@@ -662,6 +669,17 @@ def _find_section(key: str) -> str:
             return section
     raise SweepConfigError(f"--set {key}: unknown key; give section.key (problem, grid, solver, run, "
                            "plot, threshold).")
+
+
+def _flagged(sets: list[str] | None, axes: list[str] | None) -> frozenset:
+    """The `(section, key)` pairs that `--set` and `--axis` flags give (their errors name the command
+    line, not a file line)."""
+    keys = set()
+    for flag in sets or []:
+        key = flag.split("=", 1)[0].strip()
+        keys.add(tuple(key.split(".", 1)) if "." in key else (_find_section(key), key))
+    keys.update(("grid", flag.split("=", 1)[0].strip()) for flag in axes or [])
+    return frozenset(keys)
 
 
 def apply_flags(data: dict, sets: list[str] | None = None, axes: list[str] | None = None) -> dict:
@@ -723,9 +741,11 @@ def load_config(
                 text = p.read_text()
             except UnicodeDecodeError:
                 raise SweepConfigError(f"{p}: not a TOML file (not UTF-8 text).") from None
+            except OSError as e:
+                raise SweepConfigError(f"{p}: cannot read it ({e.strerror or e}).") from None
             source = str(p)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SweepConfigError(f"{source or '<text>'}: not a valid TOML file: {e}.") from None
-    return validate(apply_flags(data, sets, axes), source=source, text=text)
+    return validate(apply_flags(data, sets, axes), source=source, text=text, flagged=_flagged(sets, axes))

@@ -34,7 +34,7 @@ from ..solve import Status
 from ._config import SweepConfig
 from ._files import DamagedFileError, Manifest, atomic_path
 
-_SKIP = {"point_key", "boundary_names", "flat", "fingerprint"}
+_SKIP = {"boundary_names", "flat", "fingerprint"}
 
 DESCRIPTIONS = {
     "objective": "best objective over the random starts",

@@ -46,7 +46,6 @@ SHAPE_AXES = ("dim", "depth", "widths", "class_sizes", "k_a", "k_b")
 """Axes whose values can change a point's structure (its compiled program)."""
 SIZE_AXES = ("n_a", "n_b", "ratio", "n_total")
 """Axes whose values change the class sizes (and can make them invalid), not the structure."""
-STRUCTURAL_AXES = SHAPE_AXES + SIZE_AXES
 LAMBDA_AXES = ("lam_w", "lam_h", "lam_b", "lam_z", "lam_ratio")
 
 LABELS = ("lam_z", "lam_ratio", "n_a", "n_b", "ratio", "n_total")
@@ -420,8 +419,9 @@ def history_bytes(config: SweepConfig, example: Problem) -> tuple[int, str]:
 
 def _chunk_size(config: SweepConfig, per_point: int, count: int, num_devices: int,
                 recorded: int = 0, how: str = "") -> int:
-    """`run.chunk_size`, or as many points as `run.memory_gb` holds (at the estimated `per_point` bytes),
-    at most 256, rounded up to a multiple of the device count; with `run.history`, no more points than
+    """`run.chunk_size` (at most the group's `count` points, rounded up to a multiple of the device
+    count: a chunk is padded to its size), or as many points as `run.memory_gb` holds (at the estimated
+    `per_point` bytes), at most 256, rounded up to a multiple of the device count; with `run.history`, no more points than
     the trajectories a solve may record (`MAX_HISTORY_BYTES`, at `recorded` bytes a point) allow.
 
     **Raises:** `SweepConfigError` naming `run.history` when one point's records (or, with a fixed
@@ -440,17 +440,13 @@ def _chunk_size(config: SweepConfig, per_point: int, count: int, num_devices: in
                                    f"{recorded * config.run.chunk_size / 2**30:.3g} GiB ({how} a point), "
                                    f"more than the {limit / 2**30:.0f} GiB a solve may record: set a "
                                    "smaller run.chunk_size (0 sizes it), or a larger run.history.")
-        return config.run.chunk_size
+        return min(config.run.chunk_size, -(-count // num_devices) * num_devices)
     size = int(max(1, min(256, config.run.memory_gb * 2**30 // max(per_point, 1), count)))
     size = -(-size // num_devices) * num_devices
     if recorded:
         most = limit // recorded
         size = min(size, most // num_devices * num_devices or most)
     return size
-
-
-def _product_size(values: list[np.ndarray]) -> int:
-    return math.prod(len(v) for v in values)
 
 
 def _check_sizes(grid: Grid, shape_values: dict, size_axes: list[int], explicit: bool) -> int:

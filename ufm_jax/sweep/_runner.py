@@ -7,8 +7,8 @@ chunk's results to `chunks/<group>-c<chunk>-<fingerprint>.npz` atomically (`_chu
 appended to `manifest.sha256`. A rerun of the same command verifies and skips finished chunks (a chunk
 that is missing, damaged or unlisted is solved again, with one warning line), so an interrupted sweep
 (Ctrl-C, a killed process, a killed machine) resumes where it stopped and the final dataset is identical
-to an uninterrupted run's. The dataset, `results.csv`, `report.md` and the figures are restored when
-missing or damaged; every run appends its chunks and timings to `run_log.json`.
+to an uninterrupted run's. The dataset, `results.csv` and `report.md` are restored when missing or
+damaged (checked against the manifest), the figures when missing; every run appends its chunks and timings to `run_log.json`.
 
 **Memory.** A plan holds positions, never points (`_plan`): each chunk's problems are made when it is
 solved, its results written and dropped; the dataset is assembled by reading the chunks back one at a
@@ -59,6 +59,7 @@ from ._plan import Plan, check_memory, check_output, duration, plan
 from ._plots import figure_metrics, plot_dataset
 from ._processes import broadcast_done, is_writer, together
 from ._store import (
+    FINGERPRINT,
     SweepRunError,
     claim,
     fingerprint_hash,
@@ -157,8 +158,9 @@ def expected_figures(config: SweepConfig, ds: xr.Dataset) -> list[str]:
 
 def write_outputs(ds: xr.Dataset, out: Path, manifest: Manifest | None = None, *, figures: bool = True,
                   rebuilt: bool = True) -> None:
-    """results.csv, report.md, the figures and dataset.nc, each recorded in the manifest; with
-    `rebuilt=False` (the dataset is the one on disk) only what is missing or damaged is written."""
+    """results.csv, report.md and dataset.nc, each recorded in the manifest, and the figures; with
+    `rebuilt=False` (the dataset is the one on disk) only what is missing or damaged is written (a
+    figure: only when missing; figures carry no checksum)."""
     manifest = Manifest(out) if manifest is None else manifest
     config = SweepConfig.from_json(ds.attrs["config_json"])
     for name, make in (("results.csv", to_csv), ("report.md", report)):
@@ -298,7 +300,8 @@ def _open_folder(out: Path, config: SweepConfig, content: dict, stack: contextli
     with _writing(out):
         out.mkdir(parents=True, exist_ok=True)
     stack.enter_context(locked(out))
-    claim(out, content, config)
+    with _writing(out / FINGERPRINT):
+        claim(out, content, config)
     with _writing(out / "chunks"):
         (out / "chunks").mkdir(exist_ok=True)
         atomic_write(out / "chunks" / ".write-test.tmp", b"")
@@ -307,8 +310,10 @@ def _open_folder(out: Path, config: SweepConfig, content: dict, stack: contextli
     manifest = Manifest(out)
     with _writing(out / "manifest.sha256"):
         manifest.compact()
-        atomic_write(out / "config.toml", config.to_toml())
-        atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True))
+    for name, text in (("config.toml", config.to_toml()),
+                       ("config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True))):
+        with _writing(out / name):
+            atomic_write(out / name, text)
     return manifest
 
 

@@ -5,7 +5,8 @@
                          host and command); the OS releases it when that process ends, however it ends
       fingerprint.json   what every number depends on (`fingerprint`); a sweep with another fingerprint
                          refuses the folder, naming the difference, so results computed two ways never mix
-      manifest.sha256    the SHA-256 of every chunk and output file, one `HASH  PATH` line each (the
+      manifest.sha256    the SHA-256 of every chunk and data file (dataset.nc, results.csv, report.md;
+                         not the figures, which are drawn from the dataset), one `HASH  PATH` line each (the
                          format of `sha256sum -c`); lines are appended as files are written, and the file
                          is rewritten without stale lines at the start and the end of each run
 

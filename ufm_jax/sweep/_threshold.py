@@ -28,7 +28,7 @@ from scipy.optimize import brentq
 from .._families import phase_boundaries
 from .._params import init_params
 from ._chunks import METRICS, _metrics, solve_points
-from ._config import AXES, REAL_AXES, SweepConfig, SweepConfigError
+from ._config import AXES, REAL_AXES, SweepConfig, SweepConfigError, validate
 from ._grid import Point, make_point
 
 
@@ -180,6 +180,14 @@ def _check_bracket(config: SweepConfig, axis: str | None, lo, hi, rtol) -> None:
             raise SweepConfigError(f"threshold at {axis}={x!r}: {e}") from None
     if not rtol > 0:
         raise SweepConfigError(f"threshold.rtol={rtol!r}: expected a number > 0.")
+    # The axis must combine with the rest of the config as a sweep's would (e.g. not lam_w beside lam_z,
+    # not a third class-size key): the config's own rules, with the bracket as the axis's values.
+    data = config.to_dict()
+    data["grid"] = {**data.get("grid", {}), axis: [lo, hi]}
+    try:
+        validate(data)
+    except SweepConfigError as e:
+        raise SweepConfigError(f"threshold along {axis}: {e}") from None
 
 
 def find_threshold(
