@@ -472,7 +472,7 @@ def nc_metrics(params: Params, problem: Problem, rcond: float | None = None) -> 
       Dang et al. 2023's `NC2` is on `PPᵀ`);
     - `nc3` (uncentred), `nc3_centred`, `nc3_directional`;
     - `minority_spread`, `minority_classifier_spread`, `minority_logit_spread` (NaN when one class alone
-      is the smallest).
+      is the smallest, or all sizes are equal).
 
     Arrays: `mean_cosines` `(K, K)`; `weight_singular_values_1`..`weight_singular_values_L`,
     `mean_singular_values`, `product_singular_values` (descending; the names of the `TheorySolution`

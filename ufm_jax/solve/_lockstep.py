@@ -135,6 +135,8 @@ class LockstepLBFGS(AbstractSolver):
             raise V.fail("armijo", self.armijo, "expected a number in (0, 1)")
         V.integer("memory_size", self.memory_size, 1)
         V.integer("num_trials", self.num_trials, 1)
+        if self.f_rtol is not None and not (0 <= self.f_rtol < 1):
+            raise V.fail("f_rtol", self.f_rtol, "expected a number in [0, 1) (or None: 64 machine epsilons)")
 
     def init_batch(self, fn, problems, x, value, grad) -> _LockstepState:
         dtype = x.dtype

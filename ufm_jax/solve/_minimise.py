@@ -1,4 +1,4 @@
-"""The iteration loop shared by all solvers, and the balanced coordinates it runs in."""
+"""The iteration loop shared by all solvers, and the coordinates it runs in (balanced by default)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,8 @@ from .._params import Params
 from .._problem import Problem
 from ..losses import objective
 from ..metrics import nc_metrics
-from ._results import RUNNING, Status
+from ._results import RUNNING, STALL_PATIENCE, Status
 from ._solvers import AbstractSolver, where_rows
-
-
-COORDINATES = ("balanced", "sample")
 
 
 def _scales(problem: Problem, coordinates: str = "balanced") -> Params:
@@ -161,15 +158,6 @@ def objective_history(problem: Problem, start: Params, solver: AbstractSolver,
     return jax.lax.scan(body, (x, value, grad, state), None, length=steps)[1]
 
 
-# A problem whose objective has not decreased (beyond round-off) and whose gradient norm has not reached
-# a new low for this many iterations is `stalled`: it sits at the floor of the working precision (or a
-# line search keeps failing) before reaching gtol. Gradient descent with a small step keeps setting new
-# lows of the gradient norm, so it is not cut short. 200, not fewer: at a degenerate minimum (a point on
-# a phase boundary, e.g. two-cluster CE at λ_Z = √n_A/N) L-BFGS converges slowly and its gradient norm
-# can go 100 iterations without a new low before reaching 1e-9 (measured: stalled at 3e-8 with 50 and
-# 100, converged after 1007 iterations with 200).
-STALL_PATIENCE = 200
-
 
 class _Slots(eqx.Module):
     """The problems being iterated: one row per slot (`index == Q` marks an idle slot)."""
@@ -193,11 +181,12 @@ class _Slots(eqx.Module):
 
 def minimise_batch(problems: Problem, starts: Params, solver: AbstractSolver,
                    slots: int | None = None, history: int | None = None) -> SingleResult:
-    """Minimise a batch of `Q` problems (leaves with a leading axis) from `starts`, in balanced
-    coordinates, iterating `slots` of them at a time (default: all).
+    """Minimise a batch of `Q` problems (leaves with a leading axis) from `starts`, in the solver's
+    coordinates (`solver.coordinates`: balanced by default), iterating `slots` of them at a time
+    (default: all).
 
-    Each problem stops on its own (`Status`): when its (projected) gradient norm in balanced
-    coordinates is `<= gtol` (`converged`); when `f` or `∇f` is not finite (`nonfinite`: the last
+    Each problem stops on its own (`Status`): when its (projected) gradient norm in those coordinates
+    is `<= gtol` (`converged`); when `f` or `∇f` is not finite (`nonfinite`: the last
     finite iterate is kept); when `f` exceeds `1e6 (1 + |f_0|)` (`diverged`); when neither `f` (beyond
     16 machine epsilons) nor the gradient norm (a new low) has improved for `STALL_PATIENCE`
     iterations (`stalled`); after `max_steps` (`max_steps`).

@@ -33,9 +33,11 @@ class Solution(eqx.Module):
 
     - `params`: the best start's parameters (original coordinates).
     - `objective`: its objective value.
-    - `grad_norm`: its (projected) gradient norm in balanced coordinates (see `minimise_batch`).
+    - `grad_norm`: its (projected) gradient norm in the solver's coordinates (`solver.coordinates`:
+      balanced by default; see `minimise_batch`).
     - `iterations`: its iteration count.
-    - `status`: its integer status code (`ufm_jax.Status`: converged, max_steps, nonfinite, diverged).
+    - `status`: its integer status code (`ufm_jax.Status`: converged, max_steps, nonfinite, diverged,
+      stalled).
     - `seed_objectives`, `seed_status`: every start's objective and status, shape `(..., seeds)`.
     - `objective_spread`: max − min objective over the starts that ended finite (0 for one start). A large
       spread flags traps (the deep-linear origin, dead ReLU classes): see the theory check.
@@ -229,8 +231,8 @@ def solve(
             raise V.fail("history", history, f"{records} records of {len(TRAJECTORY_FIELDS)} numbers exceed "
                          f"{MAX_HISTORY_BYTES / 2**30:.0f} GiB: record less often, or lower max_steps")
     batched = problem.lam_h.ndim == 1
-    # Random starts are drawn for the problem as given (a single problem keeps its draws whether or
-    # not it is solved reduced); everything after works on a batch.
+    # Random starts are drawn for the representation solved (the reduced problem when `reduce`);
+    # everything after works on a batch.
     if start is None:
         drawn = problem if not reduce else reduce_problem(problem)
         start = _random_starts(drawn, key, seeds, float(init_scale), batched, V.integer("start_index",

@@ -19,7 +19,7 @@ class Trajectory(eqx.Module):
     **Fields:**
 
     - `iteration`: shape `(*B, R)`.
-    - `values`: `{name: (*B, R)}` for `objective`, `grad_norm` (balanced coordinates, as the solver's
+    - `values`: `{name: (*B, R)}` for `objective`, `grad_norm` (the solver's coordinates, as its
       stopping test) and the scalar NC metrics `nc1`, `within_class_spread`, `etf_distance`,
       `orthogonal_frame_distance`, `nc3`, `nc3_directional`, `minority_spread`,
       `minority_logit_spread` (`ufm_jax.metrics.nc_metrics`).

@@ -77,7 +77,8 @@ import numpy as np
 
 from .. import _validation as V
 from ._convex_fista import LOSSES, fista, kkt_of_candidate
-from ._solution import TheorySolution, not_applicable, padded_singular_values
+from ._reduced_ce import within_cluster_margin
+from ._solution import TheorySolution, factor_geometry, not_applicable
 
 __all__ = ["ce_convex_solution", "convex_solution", "kkt_residual"]
 
@@ -299,10 +300,10 @@ def _cluster_gaps(n, zbar, bias, N_lam_z) -> tuple[list[dict], list[int]]:
     Zs = Z - Z.max(axis=0, keepdims=True)
     P = np.exp(Zs) / np.exp(Zs).sum(axis=0, keepdims=True)
     clusters, collapsed = [], []
+    margins = within_cluster_margin(n, N_lam_z / float(n.sum()))
     for g in _clusters(n):
         size = float(n[g[0]])
-        info = {"classes": tuple(int(k) for k in g), "size": size,
-                "gap_theory": max(0.0, 1.0 - N_lam_z / math.sqrt(size))}
+        info = {"classes": tuple(int(k) for k in g), "size": size, "gap_theory": float(margins[g[0]])}
         if g.size >= 2:
             sub = P[np.ix_(g, g)]
             info["gap"] = float(np.mean(np.diag(sub)) - np.mean(sub[~np.eye(g.size, dtype=bool)]))
@@ -352,22 +353,11 @@ def _details(loss, reduced: _Reduced, n, dim, lam_z, bias: _Bias, tol) -> tuple[
 def _solution(loss, reduced: _Reduced, n, dim, lam_w, lam_h, bias: _Bias, tol) -> TheorySolution:
     """Factor geometry (note §1.6, erratum E-HL11), regime and details of the reduced minimiser.
 
-    With `Z̄D^{1/2} = ŪΣ̄V̄ᵀ`, `Σ̄ = √N·s` (`s`: singular values of `M = Z̄Π^{1/2}`):
-    `W = (λ_H/λ_W)^{1/4} Ū Σ̄^{1/2}` (up to rotation), `H̄ = (λ_W/λ_H)^{1/4} Σ̄^{1/2} V̄ᵀ D^{-1/2}`,
-    `H̄ᵀH̄ = √(λ_W/λ_H) D^{-1/2} V̄ Σ̄ V̄ᵀ D^{-1/2}`.
+    With `Z̄D^{1/2} = ŪΣ̄V̄ᵀ`, `Σ̄ = √N·s` (`s`: singular values of `M = Z̄Π^{1/2}`): `factor_geometry`.
     """
-    K = n.size
-    N = float(n.sum())
     lam_z = math.sqrt(lam_w * lam_h)
-    V = reduced.V
-    sigma = math.sqrt(N) * reduced.s
-    inv_sqrt_n = 1.0 / np.sqrt(n)
-    mean_gram = math.sqrt(lam_w / lam_h) * (inv_sqrt_n[:, None] * ((V * sigma[None, :]) @ V.T)
-                                            * inv_sqrt_n[None, :])
-    mean_gram = 0.5 * (mean_gram + mean_gram.T)
-    Hbar_core = (lam_w / lam_h) ** 0.25 * (np.sqrt(sigma)[:, None] * V.T) * inv_sqrt_n[None, :]
-    weight_sv = (lam_h / lam_w) ** 0.25 * np.sqrt(sigma)
-    width = min(K, dim)
+    mean_gram, weight_sv, mean_sv = factor_geometry(math.sqrt(float(n.sum())) * reduced.s, reduced.V, n, dim,
+                                                    lam_w, lam_h)
     regime, details = _details(loss, reduced, n, dim, lam_z, bias, tol)
     bias_words = {"none": "no bias", "free": "a free bias (gauge sum(b) = 0)" if loss == "ce" else "a free bias",
                   "regularised": "a regularised bias"}[bias.mode]
@@ -377,9 +367,9 @@ def _solution(loss, reduced: _Reduced, n, dim, lam_w, lam_h, bias: _Bias, tol) -
         mean_gram=mean_gram,
         mean_logits=reduced.zbar,
         bias=reduced.bias,
-        weight_singular_values=(padded_singular_values(weight_sv, width),),
-        product_singular_values=padded_singular_values(weight_sv, width),
-        mean_singular_values=padded_singular_values(np.linalg.svd(Hbar_core, compute_uv=False), width),
+        weight_singular_values=(weight_sv,),
+        product_singular_values=weight_sv.copy(),
+        mean_singular_values=mean_sv,
         source=SOURCE.format(loss={"ce": "CE", "mse": "MSE"}[loss], bias=bias_words),
         details=details,
         kind="convex",

@@ -28,12 +28,10 @@ def _inputs(class_sizes, dim, widths, lam_w, lam_h, bias, allow_uncertified):
     """Checked numbers `(n, dim, widths, λ_W per layer, λ_H)`; Thm A.1's conditions else
     `TheoremNotApplicable` (balanced classes, every layer dimension `>= K − 1`, `L = 1` unless
     `allow_uncertified`)."""
-    n = V.class_sizes("class_sizes", class_sizes)
+    n, dim, widths, lam_w, lam_h = V.layered(class_sizes, dim, widths, lam_w, lam_h)
+    V.choice("bias", bias, BIASES)
     if not np.all(n == n[0]):
         raise not_applicable("class_sizes", n, "Thm A.1 covers balanced classes only (all n_k equal)")
-    dim = V.integer("dim", dim, 1)
-    widths = V.integers("widths", widths, 1)
-    V.choice("bias", bias, BIASES)
     km1 = n.size - 1
     if dim < km1:
         raise not_applicable("dim", dim, f"Thm A.1 needs every layer dimension >= K - 1 = {km1}")
@@ -43,7 +41,7 @@ def _inputs(class_sizes, dim, widths, lam_w, lam_h, bias, allow_uncertified):
         raise not_applicable("widths", list(widths), "Thm A.1 (deep CE) is not a global minimum for "
                              "L >= 2 in general (erratum E-DL16); pass allow_uncertified=True for the ETF "
                              "critical point")
-    return n, dim, widths, V.floats("lam_w", lam_w, length=len(widths) + 1), V.positive("lam_h", lam_h)
+    return n, dim, widths, lam_w, lam_h
 
 
 def _etf_scale(num_classes: int, depth: int, big_c: float) -> float:

@@ -7,7 +7,7 @@ listed in `docs/errata.md` (ids `E-HL1` … `E-HL17`).
 Both closed forms are solutions of the convex `K×K` problem of `_reduced_ce` (its docstring states the
 problem, the reduction and the factors, in our `W ∈ R^{K×d}` convention): the balanced case here, the two
 clusters here with their scalar equations and thresholds in `_two_cluster`. Any other class sizes:
-`_convex_ce.ce_convex_solution`.
+`_convex.convex_solution` (the convex certificate).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from .. import _validation as V
-from ._solution import TheorySolution, not_applicable, padded_singular_values
+from ._solution import TheorySolution, factor_geometry, not_applicable
 
 
 def reduction_dim(dim, num_classes: int) -> int:
@@ -102,14 +102,9 @@ def assemble(Z, bias, n, dim, lam_w, lam_h, lam_b, regime, source, details) -> T
     note §1.6 (erratum E-HL11); `details` gains the KKT certificate (`kkt_certificate`), `lam_z` and
     `nuclear_norm = ‖Z̄D^{1/2}‖_*` (`λ_W‖W‖² = λ_H‖H‖² = λ_Z ×` this).
     """
-    K = n.size
     lam_z = math.sqrt(lam_w * lam_h)
     _, s, Vt = _svd(Z * np.sqrt(n)[None, :])
-    inv_sqrt_n = 1.0 / np.sqrt(n)
-    gram = math.sqrt(lam_w / lam_h) * (inv_sqrt_n[:, None] * ((Vt.T * s[None, :]) @ Vt) * inv_sqrt_n[None, :])
-    gram = 0.5 * (gram + gram.T)
-    sv_w = padded_singular_values((lam_h / lam_w) ** 0.25 * np.sqrt(s), min(K, dim))
-    sv_h = padded_singular_values(np.sqrt(np.clip(np.linalg.eigvalsh(gram), 0.0, None)), min(dim, K))
+    gram, sv_w, sv_h = factor_geometry(s, Vt.T, n, dim, lam_w, lam_h)
     details = dict(details)
     details.update(kkt_certificate(Z, bias, n, lam_z, lam_b))
     details.setdefault("lam_z", lam_z)

@@ -63,6 +63,25 @@ def padded_singular_values(values, length: int) -> np.ndarray:
     return out
 
 
+def factor_geometry(s, V, class_sizes, dim: int, lam_w: float, lam_h: float):
+    """`(H̄ᵀH̄, σ(W), σ(H̄))` of a one-layer minimiser from its mean logits (note §1.6, erratum E-HL11).
+
+    With `Z̄ D^{1/2} = Ū Σ̄ V̄ᵀ` (`s` the diagonal of `Σ̄`, `V` = `V̄` with one column per entry of `s`,
+    `D = diag(n)`), the balanced factors are `W = (λ_H/λ_W)^{1/4} Ū Σ̄^{1/2}` and
+    `H̄ = (λ_W/λ_H)^{1/4} Σ̄^{1/2} V̄ᵀ D^{-1/2}` (up to rotation), so
+    `H̄ᵀH̄ = √(λ_W/λ_H) D^{-1/2} V̄ Σ̄ V̄ᵀ D^{-1/2}` and `σ(W) = (λ_H/λ_W)^{1/4} Σ̄^{1/2}`. The singular
+    values are padded to `min(K, d)`; `σ(H̄)` comes from the SVD of `H̄` (accurate for small values,
+    unlike square roots of the Gram's eigenvalues).
+    """
+    n = np.asarray(class_sizes, dtype=np.float64)
+    s = np.asarray(s, dtype=np.float64)
+    hbar = (lam_w / lam_h) ** 0.25 * (np.sqrt(s)[:, None] * np.asarray(V).T) / np.sqrt(n)[None, :]
+    gram = hbar.T @ hbar
+    width = min(n.size, dim)
+    return (0.5 * (gram + gram.T), padded_singular_values((lam_h / lam_w) ** 0.25 * np.sqrt(s), width),
+            padded_singular_values(np.linalg.svd(hbar, compute_uv=False), width))
+
+
 class TheoremNotApplicable(ValueError):
     """A theorem's conditions do not hold for this problem (e.g. `d < K`, unequal class sizes).
 

@@ -374,10 +374,14 @@ def minority_collapse_ratio(lam_z, k_a, k_b, n_b) -> float:
 
 
 def complete_collapse_ratio(lam_z, k_a, k_b, n_b) -> float:
-    """The imbalance ratio `r = n_A/n_B` above which everything collapses (`Z̄ = 0`; from Thm 3.2(d)).
+    """The imbalance ratio `r = n_A/n_B` from which on everything collapses (`Z̄ = 0`; from Thm 3.2(d)).
 
-    `(k_A n_A + k_B n_B) λ_Z = √n_A` with `s = √n_A`: `s = [1 + √(1 − 4 k_A k_B n_B λ_Z²)]/(2 k_A λ_Z)`,
-    the larger root. Returns `1.0` when the discriminant is negative (complete collapse for every `r`).
+    Complete collapse holds iff `(k_A n_A + k_B n_B) λ_Z ≥ √n_A`, i.e. with `s = √n_A` iff
+    `k_A λ_Z s² − s + k_B n_B λ_Z ≥ 0`: `s ≤ s₋` or `s ≥ s₊`, the roots
+    `s± = [1 ± √(1 − 4 k_A k_B n_B λ_Z²)]/(2 k_A λ_Z)`. This returns `max(1, s₊²/n_B)`, `1.0` when the
+    discriminant is negative (complete collapse for every `r`). Complete collapse also holds on the
+    window `1 ≤ r ≤ s₋²/n_B` when `s₋ > √n_B` (possible only for `k_B > k_A`): the returned ratio is where
+    the last collapsed interval begins, not the only one.
 
     Implements Thm 3.2(d) of Hong & Ling 2023 (threshold `√n_A/N`, erratum E-HL3).
 
@@ -385,7 +389,7 @@ def complete_collapse_ratio(lam_z, k_a, k_b, n_b) -> float:
 
     - `lam_z`: `λ_Z > 0`; `k_a`, `k_b`: classes per cluster (each `>= 2`); `n_b`: samples per minority class.
 
-    **Returns:** the threshold ratio `r` (complete collapse for `n_A/n_B ≥ r`).
+    **Returns:** the threshold ratio `r` (complete collapse for every `n_A/n_B ≥ r`).
     """
     k_a, k_b = _cluster_counts(k_a, k_b)
     lam_z, n_b = V.positive("lam_z", lam_z), V.positive("n_b", n_b)
