@@ -226,17 +226,18 @@ def save_dataset(ds: xr.Dataset, path: str | Path) -> None:
 _PARSE_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError, EOFError)
 
 
-def load_dataset(path: str | Path, *, verify: bool = True) -> xr.Dataset:
+def load_dataset(path: str | Path, *, verify: bool = True, data: bytes | None = None) -> xr.Dataset:
     """Read a sweep's dataset.nc into memory.
 
-    With `verify`, a dataset listed in the `manifest.sha256` beside it must match its hash.
+    With `verify`, a dataset listed in the `manifest.sha256` beside it must match its hash; `data`: the
+    file's bytes, already read and verified by the caller (then nothing is read or hashed again).
 
     **Raises:** `DamagedFileError` (one line naming the file) when the bytes do not match, or the file
     is not a readable netCDF dataset; `FileNotFoundError` when it does not exist.
     """
     path = Path(path)
-    source: str | Path | io.BytesIO = path
-    if verify:
+    source: str | Path | io.BytesIO = path if data is None else io.BytesIO(data)
+    if verify and data is None:
         manifest = Manifest(path.parent)
         if path.name in manifest.entries:
             data, why = manifest.read(path.name)

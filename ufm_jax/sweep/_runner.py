@@ -206,7 +206,7 @@ def _existing_dataset(out: Path, manifest: Manifest, digest: str,
     if data is None:
         return None, f"{path} is {why}: it does not match its checksum in {manifest.path}"
     try:
-        ds = load_dataset(path)
+        ds = load_dataset(path, data=data)  # verified above: read and hashed once
     except (DamagedFileError, FileNotFoundError) as e:
         return None, str(e).rstrip(".")
     if ds.attrs.get("fingerprint") != digest or ds.attrs.get("config_json") != config.to_json():
